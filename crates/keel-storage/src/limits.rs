@@ -1,0 +1,46 @@
+//! Limits of the MVCC keyspace (etcd's defaults).
+
+/// etcd's default `--max-request-bytes`: 1.5 MiB.
+pub const REQUEST_BYTES_MAX: usize = 1536 * 1024;
+/// etcd's default `--max-txn-ops`.
+pub const TXN_OPS_MAX: usize = 128;
+/// Events returned by one watch catch-up step (whole revisions are never split, so a single
+/// revision larger than this is returned whole).
+pub const CATCH_UP_EVENTS_MAX: usize = 1024;
+/// Batches buffered per watcher before it becomes a victim and is caught up from history.
+pub const WATCHER_BUFFER_BATCHES: usize = 128;
+/// Watchers one hub accepts.
+pub const WATCHERS_MAX: usize = 1_000_000;
+/// Keys one compaction batch removes before releasing the writer.
+pub const COMPACTION_BATCH_KEYS: usize = 1000;
+
+/// Validated size limits of a store.
+///
+/// # Examples
+/// ```
+/// use keel_storage::MvccLimits;
+/// let limits = MvccLimits { txn_ops_max: 64, ..MvccLimits::default() };
+/// assert_eq!(limits.request_bytes_max, 1536 * 1024);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MvccLimits {
+    /// Largest key.
+    pub key_bytes_max: usize,
+    /// Largest value.
+    pub value_bytes_max: usize,
+    /// Largest request (sum of keys and values of a put or txn).
+    pub request_bytes_max: usize,
+    /// Most operations per txn level (etcd's `--max-txn-ops`).
+    pub txn_ops_max: usize,
+}
+
+impl Default for MvccLimits {
+    fn default() -> Self {
+        MvccLimits {
+            key_bytes_max: REQUEST_BYTES_MAX,
+            value_bytes_max: REQUEST_BYTES_MAX,
+            request_bytes_max: REQUEST_BYTES_MAX,
+            txn_ops_max: TXN_OPS_MAX,
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! The MVCC keyspace with etcd's semantics: revisions, ranges at any revision, txn,
+//! compaction, hash, history.
+
+mod check;
+mod read;
+mod store;
+mod types;
+mod write;
+
+pub use store::{HashKv, MvccStore};
+pub use types::{
+    Committed, Compare, CompareOp, CompareTarget, DeleteRequest, DeleteResponse, Event,
+    EventKind, KeyValue, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
+    ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
+};
+pub use write::WriteTxn;

@@ -1,0 +1,296 @@
+//! The read path: visible versions at a revision, range scans, etcd's range post-processing.
+
+use super::types::{KeyValue, RangeRequest, RangeResponse, SortOrder, SortTarget};
+use crate::codec::{self, Record};
+use crate::engine::{ColumnFamily, Engine, ReadView, ScanBounds};
+use crate::error::{Result, StorageError};
+use crate::schema;
+use bytes::Bytes;
+use keel_types::{KeyRange, Revision};
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+
+/// Handles of the MVCC column families.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Cfs {
+    pub kv: ColumnFamily,
+    pub history: ColumnFamily,
+    pub revs: ColumnFamily,
+    pub meta: ColumnFamily,
+}
+
+impl Cfs {
+    pub(crate) fn resolve(engine: &dyn Engine) -> Result<Self> {
+        Ok(Cfs {
+            kv: engine.column_family(schema::KV_CF)?,
+            history: engine.column_family(schema::HISTORY_CF)?,
+            revs: engine.column_family(schema::REVS_CF)?,
+            meta: engine.column_family(schema::META_CF)?,
+        })
+    }
+}
+
+/// Revisions a read needs, as of one view.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Revisions {
+    pub current: Revision,
+    pub compacted: Revision,
+}
+
+impl Revisions {
+    pub(crate) fn load(view: &dyn ReadView, cfs: Cfs) -> Result<Self> {
+        let current = meta_revision(view, cfs, schema::META_REVISION)?.unwrap_or(Revision::FIRST);
+        let compacted = meta_revision(view, cfs, schema::META_COMPACT_SCHEDULED)?
+            .unwrap_or(Revision::new(0));
+        Ok(Revisions { current, compacted })
+    }
+
+    /// Check that `rev` can be read: not compacted, not in the future.
+    pub(crate) fn check_readable(&self, rev: Revision) -> Result<()> {
+        if rev > self.current {
+            return Err(StorageError::FutureRevision {
+                requested: rev,
+                current: self.current,
+            });
+        }
+        if rev < self.compacted {
+            return Err(StorageError::Compacted {
+                requested: rev,
+                compacted: self.compacted,
+            });
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn meta_revision(view: &dyn ReadView, cfs: Cfs, key: &[u8]) -> Result<Option<Revision>> {
+    view.get(cfs.meta, key)?
+        .map(|b| codec::decode_revision(&b))
+        .transpose()
+}
+
+pub(crate) fn to_kv(key: &[u8], rec: &Record) -> KeyValue {
+    KeyValue {
+        key: Bytes::copy_from_slice(key),
+        create_revision: rec.create_revision,
+        mod_revision: rec.mod_revision,
+        version: rec.version,
+        value: rec.value.clone(),
+        lease: rec.lease,
+    }
+}
+
+/// The latest live version of `key` (from `kv`).
+pub(crate) fn latest(view: &dyn ReadView, cfs: Cfs, key: &[u8]) -> Result<Option<Record>> {
+    view.get(cfs.kv, key)?
+        .map(|b| Record::decode(&b))
+        .transpose()
+}
+
+/// The newest version of `key` with main revision <= `rev`, tombstones included.
+pub(crate) fn version_at(
+    view: &dyn ReadView,
+    cfs: Cfs,
+    key: &[u8],
+    rev: Revision,
+) -> Result<Option<Record>> {
+    let lower = codec::history_key(key, rev);
+    let upper = codec::history_key_end(key);
+    let mut found = None;
+    view.scan(
+        cfs.history,
+        ScanBounds::forward(&lower, Some(&upper)),
+        &mut |_, v| {
+            found = Some(Record::decode(v)?);
+            Ok(ControlFlow::Break(()))
+        },
+    )?;
+    Ok(found)
+}
+
+/// Visit the live versions of every key in `range` at `rev` (`None` = latest), key order.
+pub(crate) fn scan_live(
+    view: &dyn ReadView,
+    cfs: Cfs,
+    range: &KeyRange,
+    rev: Option<Revision>,
+    visit: &mut dyn FnMut(&[u8], Record) -> Result<ControlFlow<()>>,
+) -> Result<()> {
+    if range.is_empty() {
+        return Ok(());
+    }
+    if let KeyRange::Key(k) = range {
+        let rec = match rev {
+            None => latest(view, cfs, k)?,
+            Some(r) => version_at(view, cfs, k, r)?.filter(|r| !r.tombstone),
+        };
+        if let Some(rec) = rec {
+            let _ = visit(k, rec)?;
+        }
+        return Ok(());
+    }
+    let end = range.end();
+    match rev {
+        None => view.scan(
+            cfs.kv,
+            ScanBounds::forward(range.start(), end.as_deref()),
+            &mut |k, v| visit(k, Record::decode(v)?),
+        ),
+        Some(at) => scan_history_at(view, cfs, range.start(), end.as_deref(), at, visit),
+    }
+}
+
+fn scan_history_at(
+    view: &dyn ReadView,
+    cfs: Cfs,
+    start: &[u8],
+    end: Option<&[u8]>,
+    at: Revision,
+    visit: &mut dyn FnMut(&[u8], Record) -> Result<ControlFlow<()>>,
+) -> Result<()> {
+    let lower = codec::escape_key(start);
+    let upper = end.map(codec::escape_key);
+    // The user key whose visible version was already decided; later (older) entries of the
+    // same key are skipped.
+    let mut decided: Option<Vec<u8>> = None;
+    view.scan(
+        cfs.history,
+        ScanBounds::forward(&lower, upper.as_deref()),
+        &mut |k, v| {
+            let (key, main) = codec::parse_history_key(k)?;
+            if main > at || decided.as_deref() == Some(key.as_slice()) {
+                return Ok(ControlFlow::Continue(()));
+            }
+            let rec = Record::decode(v)?;
+            let flow = if rec.tombstone {
+                ControlFlow::Continue(())
+            } else {
+                visit(&key, rec)?
+            };
+            decided = Some(key);
+            Ok(flow)
+        },
+    )
+}
+
+/// Changes of the current write transaction not yet committed: key -> new version
+/// (`None` = deleted). Reads inside the transaction see them.
+pub(crate) type Overlay = BTreeMap<Vec<u8>, Option<Record>>;
+
+/// Live versions of `range` at the latest revision, with `overlay` applied on top.
+pub(crate) fn scan_live_with_overlay(
+    view: &dyn ReadView,
+    cfs: Cfs,
+    range: &KeyRange,
+    overlay: &Overlay,
+    visit: &mut dyn FnMut(&[u8], Record) -> Result<ControlFlow<()>>,
+) -> Result<()> {
+    let touched = overlay.keys().any(|k| range.contains(k));
+    if !touched {
+        return scan_live(view, cfs, range, None, visit);
+    }
+    let mut merged: BTreeMap<Vec<u8>, Record> = BTreeMap::new();
+    scan_live(view, cfs, range, None, &mut |k, r| {
+        merged.insert(k.to_vec(), r);
+        Ok(ControlFlow::Continue(()))
+    })?;
+    for (k, change) in overlay.iter().filter(|(k, _)| range.contains(k)) {
+        match change {
+            Some(r) => merged.insert(k.clone(), r.clone()),
+            None => merged.remove(k),
+        };
+    }
+    for (k, r) in merged {
+        if visit(&k, r)?.is_break() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// etcd's range post-processing (etcd: server/etcdserver/apply.go `Range`): count every key,
+/// filter, sort (ascending by default when the target is not the key), then limit.
+pub(crate) struct RangeCollector<'r> {
+    req: &'r RangeRequest,
+    keep_max: Option<usize>,
+    count: u64,
+    kvs: Vec<KeyValue>,
+}
+
+impl<'r> RangeCollector<'r> {
+    pub(crate) fn new(req: &'r RangeRequest) -> Self {
+        let needs_all = req.sort_order != SortOrder::None
+            || req.sort_target != SortTarget::Key
+            || req.has_filters();
+        let keep_max = if req.count_only {
+            Some(0)
+        } else if needs_all {
+            None
+        } else {
+            req.limit.map(|l| l.saturating_add(1))
+        };
+        RangeCollector {
+            req,
+            keep_max,
+            count: 0,
+            kvs: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, key: &[u8], rec: &Record) {
+        self.count += 1;
+        if self.keep_max.is_some_and(|m| self.kvs.len() >= m) {
+            return;
+        }
+        let mut kv = to_kv(key, rec);
+        if self.req.keys_only {
+            kv.value = Bytes::new();
+        }
+        self.kvs.push(kv);
+    }
+
+    pub(crate) fn finish(self, revision: Revision) -> RangeResponse {
+        let req = self.req;
+        let mut kvs = self.kvs;
+        kvs.retain(|kv| {
+            req.min_mod_revision.is_none_or(|m| kv.mod_revision >= m)
+                && req.max_mod_revision.is_none_or(|m| kv.mod_revision <= m)
+                && req.min_create_revision.is_none_or(|m| kv.create_revision >= m)
+                && req.max_create_revision.is_none_or(|m| kv.create_revision <= m)
+        });
+        let order = match (req.sort_order, req.sort_target) {
+            (SortOrder::None, SortTarget::Key) => SortOrder::None,
+            (SortOrder::None, _) => SortOrder::Ascend,
+            (o, _) => o,
+        };
+        if order != SortOrder::None {
+            sort_kvs(&mut kvs, req.sort_target);
+            if order == SortOrder::Descend {
+                kvs.reverse();
+            }
+        }
+        let mut more = false;
+        if let Some(limit) = req.limit {
+            if kvs.len() > limit {
+                kvs.truncate(limit);
+                more = true;
+            }
+        }
+        RangeResponse {
+            kvs,
+            more,
+            count: self.count,
+            revision,
+        }
+    }
+}
+
+fn sort_kvs(kvs: &mut [KeyValue], target: SortTarget) {
+    match target {
+        SortTarget::Key => kvs.sort_by(|a, b| a.key.cmp(&b.key)),
+        SortTarget::Version => kvs.sort_by_key(|kv| kv.version),
+        SortTarget::Create => kvs.sort_by_key(|kv| kv.create_revision),
+        SortTarget::Mod => kvs.sort_by_key(|kv| kv.mod_revision),
+        SortTarget::Value => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
+    }
+}

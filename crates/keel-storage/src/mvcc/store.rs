@@ -1,0 +1,462 @@
+//! The MVCC store: etcd's revisioned keyspace on an [`Engine`].
+
+use super::read::{self, Cfs, RangeCollector, Revisions};
+use super::types::{
+    Committed, DeleteRequest, DeleteResponse, Event, EventKind, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
+use super::write::WriteTxn;
+use crate::codec::{self, Record};
+use crate::engine::{Durability, Engine, ScanBounds, WriteBatch};
+use crate::error::{Result, StorageError};
+use crate::limits::{MvccLimits, COMPACTION_BATCH_KEYS};
+use crate::schema;
+use crate::watch::WatchHub;
+use keel_types::{KeyRange, Revision};
+use parking_lot::Mutex;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+/// State only the writer changes. Guarded by `MvccStore::writer`; lock order: writer, then
+/// the watch hub's lock.
+#[derive(Debug)]
+pub(crate) struct WriterState {
+    pub current: Revision,
+    pub compacted: Revision,
+    pub compact_finished: Revision,
+}
+
+/// etcd's HashKV result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HashKv {
+    /// CRC-32 (Castagnoli) of every kept version at or below `revision`.
+    pub hash: u32,
+    /// The revision hashed.
+    pub revision: Revision,
+    /// The store's compaction revision.
+    pub compact_revision: Revision,
+}
+
+/// The revisioned keyspace (see the crate docs and [`crate::schema`]).
+///
+/// Invariants:
+/// 1. `current` is the revision of the last change committed; a new store is at 1.
+/// 2. Every version in `kv` is also in `kv_history` with a `kv_revs` entry.
+/// 3. `compact_finished <= compacted <= current`; reads below `compacted` are refused.
+/// 4. Opening reads three meta keys: nothing proportional to the number of keys.
+///
+/// # Examples
+/// ```
+/// use keel_storage::{engine::MemEngine, mvcc::{PutRequest, RangeRequest}, MvccStore};
+/// use keel_types::{KeyRange, Revision};
+/// use std::sync::Arc;
+/// let store = MvccStore::open(Arc::new(MemEngine::new(&MvccStore::COLUMN_FAMILIES)))?;
+/// assert_eq!(store.current_revision()?, Revision::new(1));
+/// store.put(PutRequest::new(&b"k"[..], &b"v1"[..]))?;
+/// store.put(PutRequest::new(&b"k"[..], &b"v2"[..]))?;
+/// let old = store.range(&RangeRequest {
+///     revision: Some(Revision::new(2)),
+///     ..RangeRequest::new(KeyRange::key(&b"k"[..]))
+/// })?;
+/// assert_eq!(old.kvs[0].value.as_ref(), b"v1");
+/// assert_eq!(old.revision, Revision::new(3));
+/// # Ok::<(), keel_storage::StorageError>(())
+/// ```
+pub struct MvccStore {
+    engine: Arc<dyn Engine>,
+    cfs: Cfs,
+    limits: MvccLimits,
+    durability: Durability,
+    writer: Mutex<WriterState>,
+    hub: WatchHub,
+}
+
+impl std::fmt::Debug for MvccStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MvccStore")
+            .field("writer", &*self.writer.lock())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MvccStore {
+    /// The column families to register when opening the engine.
+    pub const COLUMN_FAMILIES: [&'static str; 4] = schema::COLUMN_FAMILIES;
+
+    /// Open the store on `engine` with default limits; convenience writes are synced.
+    ///
+    /// # Errors
+    /// Missing column families, an unknown format, an interrupted snapshot install,
+    /// corruption, storage failure.
+    pub fn open(engine: Arc<dyn Engine>) -> Result<Self> {
+        Self::open_with(engine, MvccLimits::default(), Durability::Synced)
+    }
+
+    /// Open with explicit limits and the durability of the convenience writes
+    /// ([`MvccStore::put`] and friends; [`WriteTxn::commit`] takes its own).
+    ///
+    /// # Errors
+    /// As [`MvccStore::open`].
+    pub fn open_with(
+        engine: Arc<dyn Engine>,
+        limits: MvccLimits,
+        durability: Durability,
+    ) -> Result<Self> {
+        let cfs = Cfs::resolve(engine.as_ref())?;
+        let state = {
+            let view = engine.view()?;
+            if view.get(cfs.meta, schema::META_INSTALLING)?.is_some() {
+                return Err(StorageError::IncompleteInstall);
+            }
+            match view.get(cfs.meta, schema::META_FORMAT)? {
+                Some(v) if v.as_slice() == [schema::FORMAT_VERSION] => {}
+                Some(v) => {
+                    return Err(StorageError::corrupted(
+                        "store format",
+                        format!("unknown version {v:?}"),
+                    ))
+                }
+                None => {}
+            }
+            let revs = Revisions::load(view.as_ref(), cfs)?;
+            let finished = read::meta_revision(view.as_ref(), cfs, schema::META_COMPACT_FINISHED)?
+                .unwrap_or(Revision::new(0));
+            WriterState {
+                current: revs.current,
+                compacted: revs.compacted,
+                compact_finished: finished,
+            }
+        };
+        let mut batch = WriteBatch::default();
+        batch.put(cfs.meta, schema::META_FORMAT, vec![schema::FORMAT_VERSION]);
+        engine.write(batch, Durability::Synced)?;
+        let hub = WatchHub::new(state.current);
+        Ok(MvccStore {
+            engine,
+            cfs,
+            limits,
+            durability,
+            writer: Mutex::new(state),
+            hub,
+        })
+    }
+
+    pub(crate) fn cfs(&self) -> Cfs {
+        self.cfs
+    }
+
+    pub(crate) fn limits(&self) -> &MvccLimits {
+        &self.limits
+    }
+
+    /// The engine underneath (shared with the log and other crates' records).
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
+    /// The watch hub fed by every commit.
+    pub fn hub(&self) -> &WatchHub {
+        &self.hub
+    }
+
+    /// The current revision.
+    ///
+    /// # Errors
+    /// Storage failure.
+    pub fn current_revision(&self) -> Result<Revision> {
+        let view = self.engine.view()?;
+        Ok(Revisions::load(view.as_ref(), self.cfs)?.current)
+    }
+
+    /// The compaction revision (reads below it are refused).
+    ///
+    /// # Errors
+    /// Storage failure.
+    pub fn compacted_revision(&self) -> Result<Revision> {
+        let view = self.engine.view()?;
+        Ok(Revisions::load(view.as_ref(), self.cfs)?.compacted)
+    }
+
+    /// The caller's applied marker of the last commit that set one.
+    ///
+    /// # Errors
+    /// Storage failure.
+    pub fn applied(&self) -> Result<Option<Vec<u8>>> {
+        self.engine.view()?.get(self.cfs.meta, schema::META_APPLIED)
+    }
+
+    /// Read a range at the latest or an older revision, at one consistent point.
+    ///
+    /// # Errors
+    /// Empty or oversized key, compacted or future revision, storage failure.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        super::check::check_range(&req.range, &self.limits)?;
+        let view = self.engine.view()?;
+        let revs = Revisions::load(view.as_ref(), self.cfs)?;
+        let at = match req.revision {
+            None => None,
+            Some(r) => {
+                revs.check_readable(r)?;
+                (r != revs.current).then_some(r)
+            }
+        };
+        let mut collector = RangeCollector::new(req);
+        read::scan_live(view.as_ref(), self.cfs, &req.range, at, &mut |k, r| {
+            collector.push(k, &r);
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(collector.finish(revs.current))
+    }
+
+    /// Start a write transaction (waits for the previous one to finish).
+    ///
+    /// # Errors
+    /// Storage failure.
+    pub fn begin(&self) -> Result<WriteTxn<'_>> {
+        let writer = self.writer.lock();
+        let view = self.engine.view()?;
+        Ok(WriteTxn::new(self, writer, view))
+    }
+
+    /// Put one key in its own revision.
+    ///
+    /// # Errors
+    /// As [`WriteTxn::put`] and [`WriteTxn::commit`].
+    pub fn put(&self, req: PutRequest) -> Result<PutResponse> {
+        let mut txn = self.begin()?;
+        let resp = txn.put(req)?;
+        txn.commit(self.durability)?;
+        Ok(resp)
+    }
+
+    /// Delete a range in its own revision.
+    ///
+    /// # Errors
+    /// As [`WriteTxn::delete_range`] and [`WriteTxn::commit`].
+    pub fn delete_range(&self, req: &DeleteRequest) -> Result<DeleteResponse> {
+        let mut txn = self.begin()?;
+        let resp = txn.delete_range(req)?;
+        txn.commit(self.durability)?;
+        Ok(resp)
+    }
+
+    /// Run a txn in its own revision.
+    ///
+    /// # Errors
+    /// As [`WriteTxn::txn`] and [`WriteTxn::commit`].
+    pub fn txn(&self, req: &TxnRequest) -> Result<TxnResponse> {
+        let mut txn = self.begin()?;
+        let resp = txn.txn(req)?;
+        txn.commit(self.durability)?;
+        Ok(resp)
+    }
+
+    /// Compact at `rev`; with `physical`, return only when every superseded version is gone.
+    ///
+    /// # Errors
+    /// As [`WriteTxn::compact`]; storage failure.
+    pub fn compact(&self, rev: Revision, physical: bool) -> Result<Committed> {
+        let mut txn = self.begin()?;
+        txn.compact(rev)?;
+        let committed = txn.commit(self.durability)?;
+        if physical {
+            while !self.compact_step(COMPACTION_BATCH_KEYS)? {}
+        }
+        Ok(committed)
+    }
+
+    /// Remove up to `keys_max` superseded versions of the scheduled compaction; returns true
+    /// when compaction has caught up. Holds the writer only for one batch, so writes
+    /// interleave with a long compaction. Restart-safe: progress is persisted per batch.
+    ///
+    /// # Errors
+    /// Storage failure.
+    pub fn compact_step(&self, keys_max: usize) -> Result<bool> {
+        let mut writer = self.writer.lock();
+        let target = writer.compacted;
+        if writer.compact_finished >= target {
+            return Ok(true);
+        }
+        let view = self.engine.view()?;
+        let lower = codec::revs_key(writer.compact_finished.next(), 0);
+        let upper = codec::revs_key(target.next(), 0);
+        let mut entries: Vec<(Vec<u8>, Revision, Vec<u8>)> = Vec::new();
+        let mut last_rev = writer.compact_finished;
+        view.scan(
+            self.cfs.revs,
+            ScanBounds::forward(&lower, Some(&upper)),
+            &mut |k, v| {
+                let (rev, _) = codec::parse_revs_key(k)?;
+                if entries.len() >= keys_max && rev != last_rev {
+                    return Ok(ControlFlow::Break(()));
+                }
+                last_rev = rev;
+                entries.push((k.to_vec(), rev, v.to_vec()));
+                Ok(ControlFlow::Continue(()))
+            },
+        )?;
+        let done = entries.len() < keys_max || last_rev >= target;
+        let finished = if done { target } else { last_rev };
+        let mut batch = WriteBatch::default();
+        for (revs_key, _, user_key) in &entries {
+            batch.delete(self.cfs.revs, revs_key.clone());
+            self.drop_superseded(view.as_ref(), &mut batch, user_key, target)?;
+        }
+        batch.put(
+            self.cfs.meta,
+            schema::META_COMPACT_FINISHED,
+            finished.get().to_be_bytes().to_vec(),
+        );
+        drop(view);
+        self.engine.write(batch, Durability::Buffered)?;
+        writer.compact_finished = finished;
+        Ok(done)
+    }
+
+    /// Delete every version of `key` older than its newest version at or below `target`,
+    /// and that newest version too when it is a deletion.
+    fn drop_superseded(
+        &self,
+        view: &dyn crate::engine::ReadView,
+        batch: &mut WriteBatch,
+        key: &[u8],
+        target: Revision,
+    ) -> Result<()> {
+        let lower = codec::history_key(key, target);
+        let upper = codec::history_key_end(key);
+        let mut first = true;
+        view.scan(
+            self.cfs.history,
+            ScanBounds::forward(&lower, Some(&upper)),
+            &mut |k, v| {
+                let keep = first && !Record::decode(v)?.tombstone;
+                first = false;
+                if !keep {
+                    batch.delete(self.cfs.history, k.to_vec());
+                }
+                Ok(ControlFlow::Continue(()))
+            },
+        )
+    }
+
+    /// etcd's HashKV: a hash of every version kept at or below `rev` (`None` = current),
+    /// independent of how far physical compaction has progressed, so members that applied
+    /// the same entries agree.
+    ///
+    /// # Errors
+    /// Compacted or future revision, storage failure.
+    pub fn hash_kv(&self, rev: Option<Revision>) -> Result<HashKv> {
+        let view = self.engine.view()?;
+        let revs = Revisions::load(view.as_ref(), self.cfs)?;
+        let at = rev.unwrap_or(revs.current);
+        revs.check_readable(at)?;
+        let mut crc = 0u32;
+        let mut current_key: Option<Vec<u8>> = None;
+        let mut kept_old = false;
+        view.scan(self.cfs.history, ScanBounds::forward(&[], None), &mut |k, v| {
+            let (key, main) = codec::parse_history_key(k)?;
+            if main > at {
+                return Ok(ControlFlow::Continue(()));
+            }
+            if current_key.as_deref() != Some(key.as_slice()) {
+                current_key = Some(key);
+                kept_old = false;
+            }
+            if main <= revs.compacted {
+                // Only the newest version at or below the compaction survives, and only if
+                // it is not a deletion.
+                if kept_old {
+                    return Ok(ControlFlow::Continue(()));
+                }
+                kept_old = true;
+                if Record::decode(v)?.tombstone {
+                    return Ok(ControlFlow::Continue(()));
+                }
+            }
+            crc = crc32c::crc32c_append(crc, k);
+            crc = crc32c::crc32c_append(crc, v);
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(HashKv {
+            hash: crc,
+            revision: at,
+            compact_revision: revs.compacted,
+        })
+    }
+
+    /// Every change to `range` with revision in `[from, to]`, in revision order, stopping
+    /// after `events_max` events at a revision boundary (a revision is never split).
+    /// Returns the events and the last revision fully covered.
+    ///
+    /// # Errors
+    /// Compacted `from`, storage failure.
+    pub fn history(
+        &self,
+        range: &KeyRange,
+        from: Revision,
+        to: Revision,
+        prev_kv: bool,
+        events_max: usize,
+    ) -> Result<(Vec<Event>, Revision)> {
+        let view = self.engine.view()?;
+        let revs = Revisions::load(view.as_ref(), self.cfs)?;
+        if from < revs.compacted {
+            return Err(StorageError::Compacted {
+                requested: from,
+                compacted: revs.compacted,
+            });
+        }
+        let to = to.min(revs.current);
+        let lower = codec::revs_key(from, 0);
+        let upper = codec::revs_key(to.next(), 0);
+        let mut events = Vec::new();
+        let mut covered = from.prev();
+        let mut pending_rev = None;
+        let mut broke = false;
+        view.scan(
+            self.cfs.revs,
+            ScanBounds::forward(&lower, Some(&upper)),
+            &mut |k, user_key| {
+                let (rev, sub) = codec::parse_revs_key(k)?;
+                if pending_rev != Some(rev) {
+                    if let Some(done) = pending_rev {
+                        if events.len() >= events_max {
+                            covered = done;
+                            broke = true;
+                            return Ok(ControlFlow::Break(()));
+                        }
+                    }
+                    pending_rev = Some(rev);
+                }
+                if !range.contains(user_key) {
+                    return Ok(ControlFlow::Continue(()));
+                }
+                let rec = read::version_at(view.as_ref(), self.cfs, user_key, rev)?
+                    .filter(|r| r.mod_revision == rev)
+                    .ok_or_else(|| StorageError::corrupted("history", "missing version"))?;
+                let prev = if prev_kv {
+                    read::version_at(view.as_ref(), self.cfs, user_key, rev.prev())?
+                        .filter(|r| !r.tombstone)
+                        .map(|r| read::to_kv(user_key, &r))
+                } else {
+                    None
+                };
+                events.push(Event {
+                    kind: if rec.tombstone {
+                        EventKind::Delete
+                    } else {
+                        EventKind::Put
+                    },
+                    kv: read::to_kv(user_key, &rec),
+                    prev_kv: prev,
+                    sub,
+                });
+                Ok(ControlFlow::Continue(()))
+            },
+        )?;
+        if !broke {
+            covered = to.max(covered);
+        }
+        Ok((events, covered))
+    }
+}
