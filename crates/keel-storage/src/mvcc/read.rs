@@ -242,11 +242,7 @@ impl<'r> RangeCollector<'r> {
         if self.keep_max.is_some_and(|m| self.kvs.len() >= m) {
             return;
         }
-        let mut kv = to_kv(key, rec);
-        if self.req.keys_only {
-            kv.value = Bytes::new();
-        }
-        self.kvs.push(kv);
+        self.kvs.push(to_kv(key, rec));
     }
 
     pub(crate) fn finish(self, revision: Revision) -> RangeResponse {
@@ -274,6 +270,12 @@ impl<'r> RangeCollector<'r> {
             if kvs.len() > limit {
                 kvs.truncate(limit);
                 more = true;
+            }
+        }
+        if req.keys_only {
+            // after sorting: a sort by value still sees the values (etcd: apply.go `Range`)
+            for kv in &mut kvs {
+                kv.value = Bytes::new();
             }
         }
         RangeResponse {

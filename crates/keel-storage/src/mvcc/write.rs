@@ -134,7 +134,9 @@ impl<'s> WriteTxn<'s> {
         u32::try_from(self.changes.len()).unwrap_or(u32::MAX)
     }
 
-    /// Read inside the transaction (its own changes included at the latest revision).
+    /// Read inside the transaction. Without a revision it sees the transaction's own
+    /// changes; at an explicit revision it reads the committed state at that revision, as
+    /// etcd does (etcd: mvcc/kvstore_txn.go, the write txn reads at `beginRev`).
     ///
     /// # Errors
     /// Compacted or future revision; storage failure.
@@ -142,37 +144,30 @@ impl<'s> WriteTxn<'s> {
         check::check_range(&req.range, self.store.limits())?;
         let current = self.current_revision();
         let mut collector = RangeCollector::new(req);
-        let at = req.revision.filter(|r| *r != current);
-        match at {
+        let mut push = |k: &[u8], r: crate::codec::Record| {
+            collector.push(k, &r);
+            Ok(ControlFlow::Continue(()))
+        };
+        match req.revision {
             None => read::scan_live_with_overlay(
                 self.view.as_ref(),
                 self.store.cfs(),
                 &req.range,
                 &self.overlay,
-                &mut |k, r| {
-                    collector.push(k, &r);
-                    Ok(ControlFlow::Continue(()))
-                },
+                &mut push,
             )?,
             Some(rev) => {
                 self.check_readable(rev)?;
-                read::scan_live(
-                    self.view.as_ref(),
-                    self.store.cfs(),
-                    &req.range,
-                    Some(rev),
-                    &mut |k, r| {
-                        collector.push(k, &r);
-                        Ok(ControlFlow::Continue(()))
-                    },
-                )?;
+                let at = (rev != self.writer.current).then_some(rev);
+                read::scan_live(self.view.as_ref(), self.store.cfs(), &req.range, at, &mut push)?;
             }
         }
         Ok(collector.finish(current))
     }
 
+    /// A revision readable at the start of the transaction (etcd: `checkRequestRange`).
     fn check_readable(&self, rev: Revision) -> Result<()> {
-        let current = self.current_revision();
+        let current = self.writer.current;
         if rev > current {
             return Err(StorageError::FutureRevision {
                 requested: rev,
@@ -344,9 +339,7 @@ impl<'s> WriteTxn<'s> {
                 }
                 RequestOp::Range(r) => {
                     if let Some(rev) = r.revision {
-                        if rev != self.current_revision() && rev != self.revision() {
-                            self.check_readable(rev)?;
-                        }
+                        self.check_readable(rev)?;
                     }
                 }
                 RequestOp::Txn(t) => self.precheck_level(t, path, idx)?,
