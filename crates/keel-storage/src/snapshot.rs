@@ -204,6 +204,9 @@ fn take_u32(buf: &mut &[u8]) -> Result<usize> {
     Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
 }
 
+/// Receives (column family index, key, value) of each entry.
+type EntrySink<'s> = dyn FnMut(usize, &[u8], &[u8]) -> Result<()> + 's;
+
 /// Parses a chunk stream; calls `on_header` once and `on_entry` per entry.
 struct Reader {
     names: Option<Vec<String>>,
@@ -223,7 +226,7 @@ impl Reader {
     fn feed(
         &mut self,
         chunk: &[u8],
-        on_entry: &mut dyn FnMut(usize, &[u8], &[u8]) -> Result<()>,
+        on_entry: &mut EntrySink<'_>,
     ) -> Result<()> {
         if self.done {
             return Err(invalid("data after the trailer"));

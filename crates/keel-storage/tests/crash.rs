@@ -4,6 +4,8 @@
 //! The test binary re-executes itself as the child (`KEEL_CRASH_CHILD_DIR` set), which
 //! writes batches forever and prints `ack <i>` after each synced commit.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a failure is a test failure")]
+
 use keel_storage::engine::{Durability, RocksEngine, RocksOptions};
 use keel_storage::mvcc::{PutRequest, RangeRequest};
 use keel_storage::MvccStore;

@@ -2,6 +2,8 @@
 //! reference model of etcd's MVCC (a full copy of the keyspace per revision), comparing
 //! every result.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a failure is a test failure")]
+
 use bytes::Bytes;
 use keel_storage::engine::{Engine, MemEngine, RocksEngine, RocksOptions};
 use keel_storage::mvcc::*;

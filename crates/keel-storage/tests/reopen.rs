@@ -1,6 +1,8 @@
 //! Write, drop, reopen on a real RocksDB directory: same state, same applied marker, and
 //! opening does not depend on the number of keys.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a failure is a test failure")]
+
 use keel_storage::engine::{Durability, Engine, RocksEngine, RocksOptions};
 use keel_storage::mvcc::{DeleteRequest, PutRequest, RangeRequest};
 use keel_storage::{MvccStore, StorageError};

@@ -1,5 +1,7 @@
 //! Watch hub: historical start, live delivery, slow watcher catch-up, compaction, ordering.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a failure is a test failure")]
+
 use keel_storage::engine::{Durability, MemEngine};
 use keel_storage::mvcc::{DeleteRequest, EventKind, PutRequest};
 use keel_storage::watch::{WatchSpec, Watcher};

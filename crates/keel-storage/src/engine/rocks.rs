@@ -115,6 +115,22 @@ impl RocksEngine {
         })
     }
 
+    /// Flush every memtable to SST files (so the next open replays no WAL).
+    ///
+    /// # Errors
+    /// Engine failure (which poisons it).
+    pub fn flush(&self) -> Result<()> {
+        self.poison.check()?;
+        for name in &self.names {
+            if let Some(cf) = self.db.cf_handle(name) {
+                self.db
+                    .flush_cf(cf)
+                    .map_err(|e| self.poison.poison(io("flush", &e)))?;
+            }
+        }
+        Ok(())
+    }
+
     /// The directory this engine lives in.
     pub fn path(&self) -> &Path {
         &self.path

@@ -10,6 +10,9 @@ use keel_types::{KeyRange, Revision};
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
+/// Visitor of live versions: (user key, version) -> continue or stop.
+pub(crate) type RecordVisitor<'v> = dyn FnMut(&[u8], Record) -> Result<ControlFlow<()>> + 'v;
+
 /// Handles of the MVCC column families.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Cfs {
@@ -114,7 +117,7 @@ pub(crate) fn scan_live(
     cfs: Cfs,
     range: &KeyRange,
     rev: Option<Revision>,
-    visit: &mut dyn FnMut(&[u8], Record) -> Result<ControlFlow<()>>,
+    visit: &mut RecordVisitor<'_>,
 ) -> Result<()> {
     if range.is_empty() {
         return Ok(());
@@ -146,7 +149,7 @@ fn scan_history_at(
     start: &[u8],
     end: Option<&[u8]>,
     at: Revision,
-    visit: &mut dyn FnMut(&[u8], Record) -> Result<ControlFlow<()>>,
+    visit: &mut RecordVisitor<'_>,
 ) -> Result<()> {
     let lower = codec::escape_key(start);
     let upper = end.map(codec::escape_key);
@@ -183,7 +186,7 @@ pub(crate) fn scan_live_with_overlay(
     cfs: Cfs,
     range: &KeyRange,
     overlay: &Overlay,
-    visit: &mut dyn FnMut(&[u8], Record) -> Result<ControlFlow<()>>,
+    visit: &mut RecordVisitor<'_>,
 ) -> Result<()> {
     let touched = overlay.keys().any(|k| range.contains(k));
     if !touched {

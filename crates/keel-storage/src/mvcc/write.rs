@@ -332,10 +332,11 @@ impl<'s> WriteTxn<'s> {
         let branch = if ok { &req.success } else { &req.failure };
         for op in branch {
             match op {
-                RequestOp::Put(p) if p.ignore_value || p.ignore_lease => {
-                    if self.current_version(&p.key)?.is_none() {
-                        return Err(StorageError::KeyNotFound);
-                    }
+                RequestOp::Put(p)
+                    if (p.ignore_value || p.ignore_lease)
+                        && self.current_version(&p.key)?.is_none() =>
+                {
+                    return Err(StorageError::KeyNotFound);
                 }
                 RequestOp::Range(r) => {
                     if let Some(rev) = r.revision {
