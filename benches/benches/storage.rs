@@ -3,7 +3,11 @@
 //! Run: `cargo bench -p keel-benches --bench storage`. Each pair of benchmarks shares a group,
 //! so criterion's report puts the MVCC figure next to its raw baseline.
 
-#![allow(clippy::expect_used, missing_docs, reason = "benchmark harness: setup failures abort the run")]
+#![allow(
+    clippy::expect_used,
+    missing_docs,
+    reason = "benchmark harness: setup failures abort the run"
+)]
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -101,7 +105,12 @@ fn puts(c: &mut Criterion) {
 }
 
 /// Both stores hold PRELOAD_KEYS keys, each written twice (so an old revision exists).
-fn preloaded() -> (tempfile::TempDir, Arc<MvccStore>, tempfile::TempDir, rocksdb::DB) {
+fn preloaded() -> (
+    tempfile::TempDir,
+    Arc<MvccStore>,
+    tempfile::TempDir,
+    rocksdb::DB,
+) {
     let value = vec![7u8; VALUE_BYTES];
     let dir = tempfile::tempdir().expect("tempdir");
     let store = mvcc(dir.path());
@@ -112,7 +121,8 @@ fn preloaded() -> (tempfile::TempDir, Arc<MvccStore>, tempfile::TempDir, rocksdb
             let mut txn = store.begin().expect("begin");
             let mut wb = rocksdb::WriteBatch::default();
             for k in chunk * 1000..(chunk + 1) * 1000 {
-                txn.put(PutRequest::new(key(k), value.clone())).expect("put");
+                txn.put(PutRequest::new(key(k), value.clone()))
+                    .expect("put");
                 // raw baseline of a versioned layout: key ++ inverted revision
                 let mut vk = key(k);
                 vk.extend_from_slice(&(!(round * 1000 + chunk)).to_be_bytes());
@@ -235,14 +245,16 @@ fn open_time(c: &mut Criterion) {
     for keys in [100_000u64, 1_000_000] {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let engine = RocksEngine::open(dir.path(), &RocksOptions::new(&MvccStore::COLUMN_FAMILIES))
-                .expect("open");
+            let engine =
+                RocksEngine::open(dir.path(), &RocksOptions::new(&MvccStore::COLUMN_FAMILIES))
+                    .expect("open");
             let engine = Arc::new(engine);
             let store = MvccStore::open(engine.clone()).expect("store");
             for chunk in 0..(keys / 10_000) {
                 let mut txn = store.begin().expect("begin");
                 for k in chunk * 10_000..(chunk + 1) * 10_000 {
-                    txn.put(PutRequest::new(key(k), value.clone())).expect("put");
+                    txn.put(PutRequest::new(key(k), value.clone()))
+                        .expect("put");
                 }
                 txn.commit(Durability::Buffered).expect("commit");
             }
@@ -250,8 +262,9 @@ fn open_time(c: &mut Criterion) {
         }
         g.bench_function(format!("keel_mvcc_{keys}_keys"), |b| {
             b.iter(|| {
-                let engine = RocksEngine::open(dir.path(), &RocksOptions::new(&MvccStore::COLUMN_FAMILIES))
-                    .expect("open");
+                let engine =
+                    RocksEngine::open(dir.path(), &RocksOptions::new(&MvccStore::COLUMN_FAMILIES))
+                        .expect("open");
                 let store = MvccStore::open(Arc::new(engine)).expect("store");
                 store.current_revision().expect("rev")
             })

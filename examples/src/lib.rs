@@ -1,1 +1,1 @@
-//! Shared helpers for keel examples (none yet).
+//! Runnable examples of keel; see the files next to this crate's `Cargo.toml`.

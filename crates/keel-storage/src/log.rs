@@ -210,12 +210,18 @@ impl DurableLog {
             });
         }
         let mut batch = WriteBatch::default();
-        batch.delete_range(self.cf, entry_key(0).to_vec(), entry_key(index + 1).to_vec());
+        batch.delete_range(
+            self.cf,
+            entry_key(0).to_vec(),
+            entry_key(index + 1).to_vec(),
+        );
         batch.put(self.cf, PURGED, index.to_be_bytes().to_vec());
         self.engine.write(batch, Durability::Synced)?;
         bounds.purged = Some(index);
         match bounds.last {
-            Some(l) if l > index => bounds.first = Some(bounds.first.map_or(index + 1, |f| f.max(index + 1))),
+            Some(l) if l > index => {
+                bounds.first = Some(bounds.first.map_or(index + 1, |f| f.max(index + 1)))
+            }
             _ => {
                 bounds.first = None;
                 bounds.last = None;
@@ -278,7 +284,8 @@ mod tests {
     #[test]
     fn gaps_and_overlaps_are_refused() {
         let (_, l) = log();
-        l.append(vec![(5, b"a".to_vec())], Durability::Synced).unwrap();
+        l.append(vec![(5, b"a".to_vec())], Durability::Synced)
+            .unwrap();
         assert!(matches!(
             l.append(vec![(7, b"x".to_vec())], Durability::Synced),
             Err(StorageError::LogOrder { .. })
@@ -293,8 +300,11 @@ mod tests {
     #[test]
     fn bounds_survive_crash_of_synced_entries_only() {
         let (e, l) = log();
-        l.append((1..=3).map(|i| (i, vec![i as u8])).collect(), Durability::Synced)
-            .unwrap();
+        l.append(
+            (1..=3).map(|i| (i, vec![i as u8])).collect(),
+            Durability::Synced,
+        )
+        .unwrap();
         l.append(vec![(4, vec![4])], Durability::Buffered).unwrap();
         l.save_vote(b"term=3").unwrap();
         l.append(vec![(5, vec![5])], Durability::Buffered).unwrap();
@@ -314,13 +324,17 @@ mod tests {
     #[test]
     fn purge_then_truncate_then_append() {
         let (e, l) = log();
-        l.append((1..=10).map(|i| (i, vec![i as u8])).collect(), Durability::Synced)
-            .unwrap();
+        l.append(
+            (1..=10).map(|i| (i, vec![i as u8])).collect(),
+            Durability::Synced,
+        )
+        .unwrap();
         l.purge_to(4).unwrap();
         l.truncate_from(8).unwrap();
         assert_eq!(l.bounds().first, Some(5));
         assert_eq!(l.bounds().last, Some(7));
-        l.append(vec![(8, b"new".to_vec())], Durability::Synced).unwrap();
+        l.append(vec![(8, b"new".to_vec())], Durability::Synced)
+            .unwrap();
         let l2 = DurableLog::open(Arc::new(e.crash())).unwrap();
         assert_eq!(
             l2.bounds(),

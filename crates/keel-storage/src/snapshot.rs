@@ -223,11 +223,7 @@ impl Reader {
         }
     }
 
-    fn feed(
-        &mut self,
-        chunk: &[u8],
-        on_entry: &mut EntrySink<'_>,
-    ) -> Result<()> {
+    fn feed(&mut self, chunk: &[u8], on_entry: &mut EntrySink<'_>) -> Result<()> {
         if self.done {
             return Err(invalid("data after the trailer"));
         }
@@ -303,7 +299,10 @@ pub fn verify(chunks: impl IntoIterator<Item = Result<Vec<u8>>>) -> Result<u64> 
 ///
 /// # Errors
 /// [`StorageError::InvalidSnapshot`] (the store stays marked incomplete), storage failure.
-pub fn install(engine: &dyn Engine, chunks: impl IntoIterator<Item = Result<Vec<u8>>>) -> Result<u64> {
+pub fn install(
+    engine: &dyn Engine,
+    chunks: impl IntoIterator<Item = Result<Vec<u8>>>,
+) -> Result<u64> {
     let meta = engine.column_family(schema::META_CF)?;
     let mut mark = WriteBatch::default();
     mark.put(meta, schema::META_INSTALLING, vec![1]);
@@ -402,10 +401,7 @@ mod tests {
         assert_eq!(install(&dst, c.into_iter().map(Ok)).unwrap(), 1000);
         let view = dst.view().unwrap();
         assert_eq!(view.get(a, b"\xff\xff\xff\xff\xff stale").unwrap(), None);
-        assert_eq!(
-            view.get(a, &7u32.to_be_bytes()).unwrap(),
-            Some(vec![7; 40])
-        );
+        assert_eq!(view.get(a, &7u32.to_be_bytes()).unwrap(), Some(vec![7; 40]));
         let meta = dst.column_family("meta").unwrap();
         assert_eq!(view.get(meta, schema::META_INSTALLING).unwrap(), None);
     }
@@ -428,6 +424,11 @@ mod tests {
         let dst = MemEngine::new(&["meta", "a", "b"]);
         assert!(install(&dst, truncated.into_iter().map(Ok)).is_err());
         let meta = dst.column_family("meta").unwrap();
-        assert!(dst.view().unwrap().get(meta, schema::META_INSTALLING).unwrap().is_some());
+        assert!(dst
+            .view()
+            .unwrap()
+            .get(meta, schema::META_INSTALLING)
+            .unwrap()
+            .is_some());
     }
 }

@@ -4,7 +4,11 @@
 //! The test binary re-executes itself as the child (`KEEL_CRASH_CHILD_DIR` set), which
 //! writes batches forever and prints `ack <i>` after each synced commit.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a failure is a test failure")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failure is a test failure"
+)]
 
 use keel_storage::engine::{Durability, RocksEngine, RocksOptions};
 use keel_storage::mvcc::{PutRequest, RangeRequest};
@@ -55,7 +59,11 @@ fn sigkill_mid_writes_loses_nothing_acknowledged() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut proc = Command::new(std::env::current_exe().unwrap())
-        .args(["sigkill_mid_writes_loses_nothing_acknowledged", "--exact", "--nocapture"])
+        .args([
+            "sigkill_mid_writes_loses_nothing_acknowledged",
+            "--exact",
+            "--nocapture",
+        ])
         .env(CHILD_ENV, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -79,7 +87,10 @@ fn sigkill_mid_writes_loses_nothing_acknowledged() {
 
     let store = open(dir.path());
     let applied = u64::from_be_bytes(store.applied().unwrap().unwrap().try_into().unwrap());
-    assert!(applied >= last_ack, "applied {applied} < acknowledged {last_ack}");
+    assert!(
+        applied >= last_ack,
+        "applied {applied} < acknowledged {last_ack}"
+    );
     // prefix: exactly batches 0..=applied, each complete, revision consistent
     let all = store.range(&RangeRequest::new(KeyRange::all())).unwrap();
     assert_eq!(all.count, (applied + 1) * 4);
@@ -90,5 +101,7 @@ fn sigkill_mid_writes_loses_nothing_acknowledged() {
     }
     assert_eq!(store.current_revision().unwrap().get(), applied + 2);
     // and the store keeps working
-    store.put(PutRequest::new(&b"after"[..], &b"1"[..])).unwrap();
+    store
+        .put(PutRequest::new(&b"after"[..], &b"1"[..]))
+        .unwrap();
 }

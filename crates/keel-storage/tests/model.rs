@@ -2,7 +2,11 @@
 //! reference model of etcd's MVCC (a full copy of the keyspace per revision), comparing
 //! every result.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a failure is a test failure")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failure is a test failure"
+)]
 
 use bytes::Bytes;
 use keel_storage::engine::{Engine, MemEngine, RocksEngine, RocksOptions};
@@ -136,8 +140,14 @@ fn range_of(state: &State, req: &RangeRequest, current: Revision) -> RangeRespon
         .into_iter()
         .filter(|kv| req.min_mod_revision.is_none_or(|m| kv.mod_revision >= m))
         .filter(|kv| req.max_mod_revision.is_none_or(|m| kv.mod_revision <= m))
-        .filter(|kv| req.min_create_revision.is_none_or(|m| kv.create_revision >= m))
-        .filter(|kv| req.max_create_revision.is_none_or(|m| kv.create_revision <= m))
+        .filter(|kv| {
+            req.min_create_revision
+                .is_none_or(|m| kv.create_revision >= m)
+        })
+        .filter(|kv| {
+            req.max_create_revision
+                .is_none_or(|m| kv.create_revision <= m)
+        })
         .collect();
     let order = match (req.sort_order, req.sort_target) {
         (SortOrder::None, SortTarget::Key) => SortOrder::None,
@@ -180,7 +190,11 @@ fn range_of(state: &State, req: &RangeRequest, current: Revision) -> RangeRespon
     }
 }
 
-fn put_into(work: &mut State, req: &PutRequest, rev: Revision) -> Result<PutResponse, StorageError> {
+fn put_into(
+    work: &mut State,
+    req: &PutRequest,
+    rev: Revision,
+) -> Result<PutResponse, StorageError> {
     if req.key.is_empty() {
         return Err(StorageError::EmptyKey);
     }
@@ -238,7 +252,10 @@ fn delete_into(work: &mut State, req: &DeleteRequest) -> DeleteResponse {
 }
 
 fn compare_holds(state: &State, c: &Compare) -> bool {
-    let kvs: Vec<&KeyValue> = state.values().filter(|kv| c.range.contains(&kv.key)).collect();
+    let kvs: Vec<&KeyValue> = state
+        .values()
+        .filter(|kv| c.range.contains(&kv.key))
+        .collect();
     let one = |kv: Option<&KeyValue>| -> bool {
         use std::cmp::Ordering;
         let ord: Ordering = match &c.target {
@@ -344,8 +361,16 @@ fn arb_put() -> impl Strategy<Value = PutRequest> {
     )
         .prop_map(|(key, value, lease, prev_kv, iv, il)| PutRequest {
             key,
-            value: if iv { Bytes::new() } else { Bytes::from_static(value) },
-            lease: if il { None } else { lease.and_then(LeaseId::new) },
+            value: if iv {
+                Bytes::new()
+            } else {
+                Bytes::from_static(value)
+            },
+            lease: if il {
+                None
+            } else {
+                lease.and_then(LeaseId::new)
+            },
             prev_kv,
             ignore_value: iv,
             ignore_lease: il,
@@ -364,25 +389,27 @@ fn arb_range_req(rev_max: u64) -> impl Strategy<Value = RangeRequest> {
         proptest::option::of(0u64..rev_max + 2),
         proptest::option::of(0u64..rev_max + 2),
     )
-        .prop_map(|(range, rev, limit, t, o, keys_only, count_only, minm, maxc)| RangeRequest {
-            range,
-            revision: rev.filter(|r| *r > 0).map(Revision::new),
-            limit: limit.filter(|l| *l > 0),
-            sort_target: [
-                SortTarget::Key,
-                SortTarget::Version,
-                SortTarget::Create,
-                SortTarget::Mod,
-                SortTarget::Value,
-            ][t],
-            sort_order: [SortOrder::None, SortOrder::Ascend, SortOrder::Descend][o],
-            keys_only,
-            count_only,
-            min_mod_revision: minm.map(Revision::new),
-            max_mod_revision: None,
-            min_create_revision: None,
-            max_create_revision: maxc.map(Revision::new),
-        })
+        .prop_map(
+            |(range, rev, limit, t, o, keys_only, count_only, minm, maxc)| RangeRequest {
+                range,
+                revision: rev.filter(|r| *r > 0).map(Revision::new),
+                limit: limit.filter(|l| *l > 0),
+                sort_target: [
+                    SortTarget::Key,
+                    SortTarget::Version,
+                    SortTarget::Create,
+                    SortTarget::Mod,
+                    SortTarget::Value,
+                ][t],
+                sort_order: [SortOrder::None, SortOrder::Ascend, SortOrder::Descend][o],
+                keys_only,
+                count_only,
+                min_mod_revision: minm.map(Revision::new),
+                max_mod_revision: None,
+                min_create_revision: None,
+                max_create_revision: maxc.map(Revision::new),
+            },
+        )
 }
 
 fn arb_compare() -> impl Strategy<Value = Compare> {
@@ -395,12 +422,18 @@ fn arb_compare() -> impl Strategy<Value = Compare> {
             (0u64..8).prop_map(|r| CompareTarget::Create(Revision::new(r))),
             proptest::sample::select(vec![&b"x"[..], b"y", b""])
                 .prop_map(|v| CompareTarget::Value(Bytes::from_static(v))),
-            proptest::option::of(1i64..3).prop_map(|l| CompareTarget::Lease(l.and_then(LeaseId::new))),
+            proptest::option::of(1i64..3)
+                .prop_map(|l| CompareTarget::Lease(l.and_then(LeaseId::new))),
         ],
     )
         .prop_map(|(range, op, target)| Compare {
             range,
-            op: [CompareOp::Equal, CompareOp::NotEqual, CompareOp::Less, CompareOp::Greater][op],
+            op: [
+                CompareOp::Equal,
+                CompareOp::NotEqual,
+                CompareOp::Less,
+                CompareOp::Greater,
+            ][op],
             target,
         })
 }
@@ -433,10 +466,14 @@ fn arb_nested(rev_max: u64) -> impl Strategy<Value = RequestOp> {
 }
 
 fn arb_branch(rev_max: u64) -> impl Strategy<Value = Vec<RequestOp>> {
-    (arb_flat_ops(rev_max), proptest::option::of(arb_nested(rev_max))).prop_map(|(mut ops, n)| {
-        ops.extend(n);
-        ops
-    })
+    (
+        arb_flat_ops(rev_max),
+        proptest::option::of(arb_nested(rev_max)),
+    )
+        .prop_map(|(mut ops, n)| {
+            ops.extend(n);
+            ops
+        })
 }
 
 fn arb_txn(rev_max: u64) -> impl Strategy<Value = TxnRequest> {
@@ -481,13 +518,16 @@ fn run(ops: Vec<Op>, mut open: impl FnMut() -> Arc<MvccStore>) -> Result<(), Tes
     for (i, op) in ops.into_iter().enumerate() {
         match op {
             Op::Put(p) => prop_assert_eq!(store.put(p.clone()), model.put(&p), "op {} put", i),
-            Op::Delete(d) => prop_assert_eq!(store.delete_range(&d), model.delete(&d), "op {} del", i),
+            Op::Delete(d) => {
+                prop_assert_eq!(store.delete_range(&d), model.delete(&d), "op {} del", i)
+            }
             Op::Txn(t) => {
                 let got = store.txn(&t);
                 let snapshot = (model.states.clone(), model.compacted);
                 let expect = model.txn(&t);
                 match (&got, &expect) {
-                    (Err(StorageError::DuplicateKey), _) | (Err(StorageError::TooManyOps { .. }), _) => {
+                    (Err(StorageError::DuplicateKey), _)
+                    | (Err(StorageError::TooManyOps { .. }), _) => {
                         // structural refusals (unit-tested in the crate) that the model does
                         // not re-implement: the store must have changed nothing
                         model.states = snapshot.0;
@@ -501,7 +541,9 @@ fn run(ops: Vec<Op>, mut open: impl FnMut() -> Arc<MvccStore>) -> Result<(), Tes
                     _ => prop_assert_eq!(got, expect, "op {} txn {:?}", i, t),
                 }
             }
-            Op::Range(r) => prop_assert_eq!(store.range(&r), model.range(&r), "op {} range {:?}", i, r),
+            Op::Range(r) => {
+                prop_assert_eq!(store.range(&r), model.range(&r), "op {} range {:?}", i, r)
+            }
             Op::Compact(rev) => {
                 let rev = Revision::new(rev);
                 let got = store.compact(rev, rev.get() % 2 == 0).map(|_| ());

@@ -1,7 +1,11 @@
 //! Write, drop, reopen on a real RocksDB directory: same state, same applied marker, and
 //! opening does not depend on the number of keys.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a failure is a test failure")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failure is a test failure"
+)]
 
 use keel_storage::engine::{Durability, Engine, RocksEngine, RocksOptions};
 use keel_storage::mvcc::{DeleteRequest, PutRequest, RangeRequest};
@@ -39,8 +43,14 @@ fn reopen_keeps_state_and_applied_marker() {
     let store = open(dir.path());
     assert_eq!(store.current_revision().unwrap(), Revision::new(202));
     assert_eq!(store.compacted_revision().unwrap(), Revision::new(150));
-    assert_eq!(store.applied().unwrap(), Some(199u32.to_be_bytes().to_vec()));
-    assert_eq!(store.range(&RangeRequest::new(KeyRange::all())).unwrap(), all);
+    assert_eq!(
+        store.applied().unwrap(),
+        Some(199u32.to_be_bytes().to_vec())
+    );
+    assert_eq!(
+        store.range(&RangeRequest::new(KeyRange::all())).unwrap(),
+        all
+    );
     assert_eq!(store.hash_kv(None).unwrap(), hash);
     let old = RangeRequest {
         revision: Some(Revision::new(149)),

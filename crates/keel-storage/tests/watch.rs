@@ -1,6 +1,10 @@
 //! Watch hub: historical start, live delivery, slow watcher catch-up, compaction, ordering.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a failure is a test failure")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failure is a test failure"
+)]
 
 use keel_storage::engine::{Durability, MemEngine};
 use keel_storage::mvcc::{DeleteRequest, EventKind, PutRequest};
@@ -14,8 +18,11 @@ fn store() -> Arc<MvccStore> {
 }
 
 fn put(s: &MvccStore, k: &str, v: &str) {
-    s.put(PutRequest::new(k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-        .unwrap();
+    s.put(PutRequest::new(
+        k.as_bytes().to_vec(),
+        v.as_bytes().to_vec(),
+    ))
+    .unwrap();
 }
 
 /// Drain everything available now: (revision, sub, key, kind) per event.
@@ -80,7 +87,10 @@ fn events_of_one_revision_arrive_together_with_prev_kv_and_filters() {
     let batch = all.poll().unwrap().unwrap();
     assert_eq!(batch.events.len(), 2, "one revision, one batch");
     assert!(batch.events.iter().all(|e| e.kind == EventKind::Delete));
-    assert_eq!(batch.events[0].prev_kv.as_ref().unwrap().value.as_ref(), b"old");
+    assert_eq!(
+        batch.events[0].prev_kv.as_ref().unwrap().value.as_ref(),
+        b"old"
+    );
     assert_eq!((batch.events[0].sub, batch.events[1].sub), (0, 1));
     assert!(no_delete.poll().unwrap().is_none());
 }
@@ -88,7 +98,9 @@ fn events_of_one_revision_arrive_together_with_prev_kv_and_filters() {
 #[test]
 fn slow_watcher_becomes_victim_and_catches_up_in_order() {
     let s = store();
-    let mut slow = s.watch(WatchSpec::new(KeyRange::prefix(&b"p/"[..]))).unwrap();
+    let mut slow = s
+        .watch(WatchSpec::new(KeyRange::prefix(&b"p/"[..])))
+        .unwrap();
     let n = limits::WATCHER_BUFFER_BATCHES * 3;
     for i in 0..n {
         put(&s, &format!("p/{}", i % 17), "v");
@@ -152,7 +164,9 @@ fn compaction_below_a_lagging_watcher_cancels_it_with_the_compact_revision() {
             ..WatchSpec::new(KeyRange::prefix(&b"c/"[..]))
         })
         .unwrap_err();
-    assert!(matches!(err, StorageError::Compacted { compacted, .. } if compacted == Revision::new(10)));
+    assert!(
+        matches!(err, StorageError::Compacted { compacted, .. } if compacted == Revision::new(10))
+    );
 }
 
 #[test]

@@ -319,7 +319,10 @@ mod tests {
         let r = e.crash();
         let cf = r.column_family("a").unwrap();
         let v = r.view().unwrap();
-        assert!(v.get(cf, b"1").unwrap().is_some(), "synced write covers earlier ones");
+        assert!(
+            v.get(cf, b"1").unwrap().is_some(),
+            "synced write covers earlier ones"
+        );
         assert!(v.get(cf, b"2").unwrap().is_some());
         assert!(v.get(cf, b"3").unwrap().is_none());
     }

@@ -105,8 +105,8 @@ impl RocksEngine {
         let descriptors = names
             .iter()
             .map(|n| rocksdb::ColumnFamilyDescriptor::new(n, db_opts.clone()));
-        let db = DB::open_cf_descriptors(&db_opts, &path, descriptors)
-            .map_err(|e| io("open", &e))?;
+        let db =
+            DB::open_cf_descriptors(&db_opts, &path, descriptors).map_err(|e| io("open", &e))?;
         Ok(RocksEngine {
             db,
             names,
@@ -208,7 +208,10 @@ impl Engine for RocksEngine {
             let Some(cf) = self.db.cf_handle(name) else {
                 continue;
             };
-            for prop in ["rocksdb.total-sst-files-size", "rocksdb.cur-size-all-mem-tables"] {
+            for prop in [
+                "rocksdb.total-sst-files-size",
+                "rocksdb.cur-size-all-mem-tables",
+            ] {
                 let v = self
                     .db
                     .property_int_value_cf(cf, prop)

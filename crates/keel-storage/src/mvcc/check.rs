@@ -51,7 +51,11 @@ pub(crate) fn check_put(req: &PutRequest, limits: &MvccLimits) -> Result<()> {
 
 /// Op counts per level (etcd's budget: a nested txn gets what its parent level left).
 pub(crate) fn check_txn_ops(req: &TxnRequest, ops_max: usize) -> Result<()> {
-    let level = req.compare.len().max(req.success.len()).max(req.failure.len());
+    let level = req
+        .compare
+        .len()
+        .max(req.success.len())
+        .max(req.failure.len());
     if level > ops_max {
         return Err(StorageError::TooManyOps {
             count: level,

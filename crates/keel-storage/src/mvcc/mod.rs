@@ -9,8 +9,8 @@ mod write;
 
 pub use store::{HashKv, MvccStore};
 pub use types::{
-    Committed, Compare, CompareOp, CompareTarget, DeleteRequest, DeleteResponse, Event,
-    EventKind, KeyValue, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
-    ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
+    Committed, Compare, CompareOp, CompareTarget, DeleteRequest, DeleteResponse, Event, EventKind,
+    KeyValue, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp,
+    SortOrder, SortTarget, TxnRequest, TxnResponse,
 };
 pub use write::WriteTxn;

@@ -43,8 +43,8 @@ pub(crate) struct Revisions {
 impl Revisions {
     pub(crate) fn load(view: &dyn ReadView, cfs: Cfs) -> Result<Self> {
         let current = meta_revision(view, cfs, schema::META_REVISION)?.unwrap_or(Revision::FIRST);
-        let compacted = meta_revision(view, cfs, schema::META_COMPACT_SCHEDULED)?
-            .unwrap_or(Revision::new(0));
+        let compacted =
+            meta_revision(view, cfs, schema::META_COMPACT_SCHEDULED)?.unwrap_or(Revision::new(0));
         Ok(Revisions { current, compacted })
     }
 
@@ -254,8 +254,12 @@ impl<'r> RangeCollector<'r> {
         kvs.retain(|kv| {
             req.min_mod_revision.is_none_or(|m| kv.mod_revision >= m)
                 && req.max_mod_revision.is_none_or(|m| kv.mod_revision <= m)
-                && req.min_create_revision.is_none_or(|m| kv.create_revision >= m)
-                && req.max_create_revision.is_none_or(|m| kv.create_revision <= m)
+                && req
+                    .min_create_revision
+                    .is_none_or(|m| kv.create_revision >= m)
+                && req
+                    .max_create_revision
+                    .is_none_or(|m| kv.create_revision <= m)
         });
         let order = match (req.sort_order, req.sort_target) {
             (SortOrder::None, SortTarget::Key) => SortOrder::None,

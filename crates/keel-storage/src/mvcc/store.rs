@@ -353,30 +353,34 @@ impl MvccStore {
         let mut crc = 0u32;
         let mut current_key: Option<Vec<u8>> = None;
         let mut kept_old = false;
-        view.scan(self.cfs.history, ScanBounds::forward(&[], None), &mut |k, v| {
-            let (key, main) = codec::parse_history_key(k)?;
-            if main > at {
-                return Ok(ControlFlow::Continue(()));
-            }
-            if current_key.as_deref() != Some(key.as_slice()) {
-                current_key = Some(key);
-                kept_old = false;
-            }
-            if main <= revs.compacted {
-                // Only the newest version at or below the compaction survives, and only if
-                // it is not a deletion.
-                if kept_old {
+        view.scan(
+            self.cfs.history,
+            ScanBounds::forward(&[], None),
+            &mut |k, v| {
+                let (key, main) = codec::parse_history_key(k)?;
+                if main > at {
                     return Ok(ControlFlow::Continue(()));
                 }
-                kept_old = true;
-                if Record::decode(v)?.tombstone {
-                    return Ok(ControlFlow::Continue(()));
+                if current_key.as_deref() != Some(key.as_slice()) {
+                    current_key = Some(key);
+                    kept_old = false;
                 }
-            }
-            crc = crc32c::crc32c_append(crc, k);
-            crc = crc32c::crc32c_append(crc, v);
-            Ok(ControlFlow::Continue(()))
-        })?;
+                if main <= revs.compacted {
+                    // Only the newest version at or below the compaction survives, and only if
+                    // it is not a deletion.
+                    if kept_old {
+                        return Ok(ControlFlow::Continue(()));
+                    }
+                    kept_old = true;
+                    if Record::decode(v)?.tombstone {
+                        return Ok(ControlFlow::Continue(()));
+                    }
+                }
+                crc = crc32c::crc32c_append(crc, k);
+                crc = crc32c::crc32c_append(crc, v);
+                Ok(ControlFlow::Continue(()))
+            },
+        )?;
         Ok(HashKv {
             hash: crc,
             revision: at,

@@ -6,8 +6,8 @@ use super::read::{self, Overlay, RangeCollector};
 use super::store::{MvccStore, WriterState};
 use super::types::{
     Committed, Compare, CompareOp, CompareTarget, DeleteRequest, DeleteResponse, Event, EventKind,
-    PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp,
-    TxnRequest, TxnResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp, TxnRequest,
+    TxnResponse,
 };
 use crate::codec::{self, Record};
 use crate::engine::{Durability, ReadView, WriteBatch};
@@ -159,7 +159,13 @@ impl<'s> WriteTxn<'s> {
             Some(rev) => {
                 self.check_readable(rev)?;
                 let at = (rev != self.writer.current).then_some(rev);
-                read::scan_live(self.view.as_ref(), self.store.cfs(), &req.range, at, &mut push)?;
+                read::scan_live(
+                    self.view.as_ref(),
+                    self.store.cfs(),
+                    &req.range,
+                    at,
+                    &mut push,
+                )?;
             }
         }
         Ok(collector.finish(current))
@@ -417,7 +423,11 @@ impl<'s> WriteTxn<'s> {
         let mut events = Vec::with_capacity(self.changes.len());
         for change in std::mem::take(&mut self.changes) {
             let encoded = change.record.encode();
-            batch.put(cfs.history, codec::history_key(&change.key, rev), encoded.clone());
+            batch.put(
+                cfs.history,
+                codec::history_key(&change.key, rev),
+                encoded.clone(),
+            );
             batch.put(
                 cfs.revs,
                 codec::revs_key(rev, change.record.sub).to_vec(),
@@ -433,11 +443,19 @@ impl<'s> WriteTxn<'s> {
         let new_rev = if events.is_empty() {
             self.writer.current
         } else {
-            batch.put(cfs.meta, schema::META_REVISION, rev.get().to_be_bytes().to_vec());
+            batch.put(
+                cfs.meta,
+                schema::META_REVISION,
+                rev.get().to_be_bytes().to_vec(),
+            );
             rev
         };
         if let Some(c) = self.compact {
-            batch.put(cfs.meta, schema::META_COMPACT_SCHEDULED, c.get().to_be_bytes().to_vec());
+            batch.put(
+                cfs.meta,
+                schema::META_COMPACT_SCHEDULED,
+                c.get().to_be_bytes().to_vec(),
+            );
         }
         if let Some(marker) = self.applied.take() {
             batch.put(cfs.meta, schema::META_APPLIED, marker);
@@ -508,4 +526,3 @@ fn compare_one(c: &Compare, rec: Option<&Record>) -> bool {
         CompareOp::Greater => ord == Ordering::Greater,
     }
 }
-

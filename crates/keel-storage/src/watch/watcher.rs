@@ -1,6 +1,6 @@
 //! One watcher: its specification, its buffer and its catch-up.
 
-use super::hub::{filter, WatchId, Waker};
+use super::hub::{filter, Waker, WatchId};
 use crate::error::{Result, StorageError};
 use crate::limits::CATCH_UP_EVENTS_MAX;
 use crate::mvcc::{Event, EventKind, MvccStore};
