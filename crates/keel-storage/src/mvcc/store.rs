@@ -103,30 +103,7 @@ impl MvccStore {
         durability: Durability,
     ) -> Result<Self> {
         let cfs = Cfs::resolve(engine.as_ref())?;
-        let state = {
-            let view = engine.view()?;
-            if view.get(cfs.meta, schema::META_INSTALLING)?.is_some() {
-                return Err(StorageError::IncompleteInstall);
-            }
-            match view.get(cfs.meta, schema::META_FORMAT)? {
-                Some(v) if v.as_slice() == [schema::FORMAT_VERSION] => {}
-                Some(v) => {
-                    return Err(StorageError::corrupted(
-                        "store format",
-                        format!("unknown version {v:?}"),
-                    ))
-                }
-                None => {}
-            }
-            let revs = Revisions::load(view.as_ref(), cfs)?;
-            let finished = read::meta_revision(view.as_ref(), cfs, schema::META_COMPACT_FINISHED)?
-                .unwrap_or(Revision::new(0));
-            WriterState {
-                current: revs.current,
-                compacted: revs.compacted,
-                compact_finished: finished,
-            }
-        };
+        let state = Self::load_state(engine.as_ref(), cfs)?;
         let mut batch = WriteBatch::default();
         batch.put(cfs.meta, schema::META_FORMAT, vec![schema::FORMAT_VERSION]);
         engine.write(batch, Durability::Synced)?;
@@ -139,6 +116,57 @@ impl MvccStore {
             writer: Mutex::new(state),
             hub,
         })
+    }
+
+    fn load_state(engine: &dyn Engine, cfs: Cfs) -> Result<WriterState> {
+        let view = engine.view()?;
+        if view.get(cfs.meta, schema::META_INSTALLING)?.is_some() {
+            return Err(StorageError::IncompleteInstall);
+        }
+        match view.get(cfs.meta, schema::META_FORMAT)? {
+            Some(v) if v.as_slice() == [schema::FORMAT_VERSION] => {}
+            Some(v) => {
+                return Err(StorageError::corrupted(
+                    "store format",
+                    format!("unknown version {v:?}"),
+                ))
+            }
+            None => {}
+        }
+        let revs = Revisions::load(view.as_ref(), cfs)?;
+        let finished = read::meta_revision(view.as_ref(), cfs, schema::META_COMPACT_FINISHED)?
+            .unwrap_or(Revision::new(0));
+        Ok(WriterState {
+            current: revs.current,
+            compacted: revs.compacted,
+            compact_finished: finished,
+        })
+    }
+
+    /// Replace the whole state with a snapshot stream (see [`crate::snapshot`]), which must
+    /// hold this store's column families (and may hold other crates' families, registered
+    /// on the same engine). Watchers are moved to catch-up: those whose next revision the
+    /// snapshot compacted away get `Compacted` on their next poll.
+    ///
+    /// # Errors
+    /// [`StorageError::InvalidSnapshot`] (the store then refuses to open until a complete
+    /// install), storage failure.
+    pub fn install_snapshot(
+        &self,
+        chunks: impl IntoIterator<Item = Result<Vec<u8>>>,
+    ) -> Result<u64> {
+        let mut writer = self.writer.lock();
+        let entries = crate::snapshot::install(self.engine.as_ref(), chunks)?;
+        let mut batch = WriteBatch::default();
+        batch.put(
+            self.cfs.meta,
+            schema::META_FORMAT,
+            vec![schema::FORMAT_VERSION],
+        );
+        self.engine.write(batch, Durability::Synced)?;
+        *writer = Self::load_state(self.engine.as_ref(), self.cfs)?;
+        self.hub.reset(writer.current);
+        Ok(entries)
     }
 
     pub(crate) fn cfs(&self) -> Cfs {

@@ -133,6 +133,16 @@ impl WatchHub {
         self.state.lock().watchers.remove(&id);
     }
 
+    /// After the state was replaced (snapshot install): every watcher catches up from
+    /// history from where it was, against the new state.
+    pub(crate) fn reset(&self, current: Revision) {
+        let mut state = self.state.lock();
+        state.last_notified = current;
+        for slot in state.watchers.values_mut() {
+            slot.synced = false;
+        }
+    }
+
     /// Deliver a committed revision to every synced watcher; never blocks.
     pub(crate) fn notify(&self, committed: &Committed, _compacted: Revision) {
         let mut state = self.state.lock();
