@@ -10,9 +10,11 @@
 
 mod memory;
 mod poison;
+#[cfg(feature = "rocksdb")]
 mod rocks;
 
 pub use memory::MemEngine;
+#[cfg(feature = "rocksdb")]
 pub use rocks::{RocksEngine, RocksOptions};
 
 pub(crate) use poison::Poison;
