@@ -1,6 +1,10 @@
 //! Bad input gets a typed error and writes nothing; a failed write poisons the store.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a failure is a test failure")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failure is a test failure"
+)]
 
 use bytes::Bytes;
 use keel_storage::engine::{Engine, MemEngine};
@@ -40,11 +44,16 @@ fn oversized_and_empty_inputs_are_refused_without_writing() {
         StorageError::EmptyKey
     );
     assert!(matches!(
-        s.put(PutRequest::new(vec![b'k'; 17], &b"v"[..])).unwrap_err(),
-        StorageError::KeyTooLarge { len_bytes: 17, max_bytes: 16 }
+        s.put(PutRequest::new(vec![b'k'; 17], &b"v"[..]))
+            .unwrap_err(),
+        StorageError::KeyTooLarge {
+            len_bytes: 17,
+            max_bytes: 16
+        }
     ));
     assert!(matches!(
-        s.put(PutRequest::new(&b"k"[..], vec![0u8; 65])).unwrap_err(),
+        s.put(PutRequest::new(&b"k"[..], vec![0u8; 65]))
+            .unwrap_err(),
         StorageError::ValueTooLarge { .. }
     ));
     let big_txn = TxnRequest {
@@ -116,6 +125,8 @@ fn failed_write_poisons_every_later_call() {
     }
     // what was acknowledged before the failure survives a restart
     let restarted = MvccStore::open(Arc::new(engine.crash())).unwrap();
-    let all = restarted.range(&RangeRequest::new(KeyRange::all())).unwrap();
+    let all = restarted
+        .range(&RangeRequest::new(KeyRange::all()))
+        .unwrap();
     assert_eq!(all.count, 1);
 }

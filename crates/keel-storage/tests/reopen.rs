@@ -7,7 +7,7 @@
     reason = "test code: a failure is a test failure"
 )]
 
-use keel_storage::engine::{Durability, Engine, RocksEngine, RocksOptions};
+use keel_storage::engine::{Durability, RocksEngine, RocksOptions};
 use keel_storage::mvcc::{DeleteRequest, PutRequest, RangeRequest};
 use keel_storage::{MvccStore, StorageError};
 use keel_types::{KeyRange, Revision};

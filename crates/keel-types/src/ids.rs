@@ -14,6 +14,7 @@ use std::fmt;
 /// assert!(Revision::from_etcd(-1).is_none());
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Revision(u64);
 
 impl Revision {
@@ -68,7 +69,28 @@ impl fmt::Display for Revision {
 /// assert_eq!(id.to_string(), "18f6d7bd032c117");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(try_from = "i64", into = "i64")
+)]
 pub struct LeaseId(i64);
+
+/// Decoding refuses 0, which is not a lease id.
+#[cfg(feature = "serde")]
+impl TryFrom<i64> for LeaseId {
+    type Error = &'static str;
+    fn try_from(value: i64) -> Result<Self, Self::Error> {
+        LeaseId::new(value).ok_or("lease id 0 means no lease")
+    }
+}
+
+#[cfg(feature = "serde")]
+impl From<LeaseId> for i64 {
+    fn from(id: LeaseId) -> i64 {
+        id.0
+    }
+}
 
 impl LeaseId {
     /// A lease id; `None` for 0 ("no lease").
@@ -106,6 +128,7 @@ impl fmt::Display for LeaseId {
 /// assert_eq!(MemberId::new(0x8e9e05c52164694d).to_string(), "8e9e05c52164694d");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct MemberId(u64);
 
 impl MemberId {
@@ -135,6 +158,7 @@ impl fmt::Display for MemberId {
 /// assert_eq!(ClusterId::new(255).to_string(), "ff");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ClusterId(u64);
 
 impl ClusterId {

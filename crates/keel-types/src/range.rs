@@ -25,6 +25,7 @@ use bytes::Bytes;
 /// assert!(KeyRange::from_etcd(b"b".to_vec(), b"a".to_vec()).is_empty());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum KeyRange {
     /// Exactly one key.
     Key(Bytes),
@@ -170,7 +171,10 @@ mod tests {
 
     #[test]
     fn etcd_rules() {
-        assert_eq!(KeyRange::from_etcd(&b"a"[..], &b""[..]), KeyRange::key(&b"a"[..]));
+        assert_eq!(
+            KeyRange::from_etcd(&b"a"[..], &b""[..]),
+            KeyRange::key(&b"a"[..])
+        );
         assert!(matches!(
             KeyRange::from_etcd(&b"a"[..], &b"\0"[..]),
             KeyRange::FromKey(_)
@@ -186,7 +190,10 @@ mod tests {
         assert_eq!(prefix_end(b"a"), Some(b"b".to_vec()));
         assert_eq!(prefix_end(b"a\xff\xff"), Some(b"b".to_vec()));
         assert_eq!(prefix_end(b"\xff"), None);
-        assert!(matches!(KeyRange::prefix(&b"\xff"[..]), KeyRange::FromKey(_)));
+        assert!(matches!(
+            KeyRange::prefix(&b"\xff"[..]),
+            KeyRange::FromKey(_)
+        ));
         assert_eq!(KeyRange::prefix(&b""[..]), KeyRange::all());
     }
 

@@ -5,6 +5,7 @@ use keel_types::{KeyRange, LeaseId, Revision};
 
 /// A key at one version, as etcd's `mvccpb.KeyValue`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct KeyValue {
     /// The key.
     pub key: Bytes,
@@ -22,6 +23,7 @@ pub struct KeyValue {
 
 /// What [`RangeRequest`] sorts by.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum SortTarget {
     /// The key (the natural order).
     #[default]
@@ -38,6 +40,7 @@ pub enum SortTarget {
 
 /// Sort direction of [`RangeRequest`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum SortOrder {
     /// No sorting asked (key order; etcd sorts ascending when the target is not the key).
     #[default]
@@ -63,6 +66,7 @@ pub enum SortOrder {
 /// assert!(req.revision.is_none());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RangeRequest {
     /// Keys to read.
     pub range: KeyRange,
@@ -117,6 +121,7 @@ impl RangeRequest {
 
 /// Result of a range.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RangeResponse {
     /// The keys (none with `count_only`).
     pub kvs: Vec<KeyValue>,
@@ -130,6 +135,7 @@ pub struct RangeResponse {
 
 /// A write of one key (etcd's `PutRequest`).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PutRequest {
     /// The key (not empty).
     pub key: Bytes,
@@ -161,6 +167,7 @@ impl PutRequest {
 
 /// Result of a put.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PutResponse {
     /// The previous version, when asked and present.
     pub prev_kv: Option<KeyValue>,
@@ -170,6 +177,7 @@ pub struct PutResponse {
 
 /// A deletion of a key range (etcd's `DeleteRangeRequest`).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct DeleteRequest {
     /// Keys to delete.
     pub range: KeyRange,
@@ -179,6 +187,7 @@ pub struct DeleteRequest {
 
 /// Result of a deletion.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct DeleteResponse {
     /// Number of keys deleted.
     pub deleted: u64,
@@ -190,6 +199,7 @@ pub struct DeleteResponse {
 
 /// What a [`Compare`] looks at.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum CompareTarget {
     /// The per-key version (0 when missing).
     Version(u64),
@@ -205,6 +215,7 @@ pub enum CompareTarget {
 
 /// Comparison operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum CompareOp {
     /// `=`
     Equal,
@@ -218,6 +229,7 @@ pub enum CompareOp {
 
 /// A txn guard: `target(key) op value` for every key of `range`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Compare {
     /// Keys compared (each must satisfy it).
     pub range: KeyRange,
@@ -229,6 +241,7 @@ pub struct Compare {
 
 /// One operation of a txn branch.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum RequestOp {
     /// A read.
     Range(RangeRequest),
@@ -242,6 +255,7 @@ pub enum RequestOp {
 
 /// Result of one txn operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum ResponseOp {
     /// Result of a read.
     Range(RangeResponse),
@@ -255,6 +269,7 @@ pub enum ResponseOp {
 
 /// An atomic compare-then-act (etcd's `TxnRequest`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TxnRequest {
     /// Guards; all must hold for `success` to run.
     pub compare: Vec<Compare>,
@@ -266,6 +281,7 @@ pub struct TxnRequest {
 
 /// Result of a txn.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TxnResponse {
     /// Whether the guards held.
     pub succeeded: bool,
@@ -277,6 +293,7 @@ pub struct TxnResponse {
 
 /// Kind of a change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum EventKind {
     /// A put.
     Put,
@@ -286,6 +303,7 @@ pub enum EventKind {
 
 /// One change of the keyspace, as watchers see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Event {
     /// Put or delete.
     pub kind: EventKind,
@@ -299,6 +317,7 @@ pub struct Event {
 
 /// Outcome of a committed write transaction.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Committed {
     /// Store revision after the commit.
     pub revision: Revision,

@@ -170,7 +170,10 @@ impl Watcher {
         }
     }
 
-    fn is_synced(&self) -> bool {
+    /// True when the watcher has caught up with history and receives live batches (and
+    /// its waker fires on them); false while it still has history to read through
+    /// [`Watcher::poll`].
+    pub fn is_synced(&self) -> bool {
         let state = self.store.hub().state.lock();
         state.watchers.get(&self.id).is_some_and(|s| s.synced)
     }

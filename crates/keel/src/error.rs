@@ -1,0 +1,138 @@
+//! The node's error type: API errors a caller handles, fatal errors that stop the node.
+
+use keel_storage::StorageError;
+use keel_types::{ClusterId, LeaseId, MemberId};
+
+/// Everything a [`crate::Node`] call can fail with.
+///
+/// API errors (the request was refused or did not finish in time; the node keeps serving):
+/// [`NodeError::Timeout`], [`NodeError::Rejected`], [`NodeError::Refused`],
+/// [`NodeError::RequestTooLarge`], [`NodeError::Unreachable`], [`NodeError::Network`],
+/// [`NodeError::Config`], [`NodeError::ClusterMismatch`], [`NodeError::Codec`].
+/// Fatal errors (the node stopped or its storage failed; see [`NodeError::is_fatal`]):
+/// [`NodeError::Stopped`], [`NodeError::Storage`], [`NodeError::Raft`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The call did not finish within its deadline (no quorum, no leader, slow apply). A
+    /// timed-out write may still be applied later, as in etcd.
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    /// The store refused the request (compacted or future revision, key too large, ...),
+    /// identically on every member.
+    #[error(transparent)]
+    Rejected(StorageError),
+    /// The store refused the request for a reason without a typed form.
+    #[error("etcdserver: request refused: {message}")]
+    Refused {
+        /// The store's message.
+        message: String,
+    },
+    /// The request names a lease this cluster does not have. (Leases are not wired into the
+    /// node yet, so every lease is unknown.)
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound {
+        /// The lease named.
+        lease: LeaseId,
+    },
+    /// The encoded request exceeds [`crate::limits::REQUEST_BYTES_MAX`].
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge {
+        /// Encoded size.
+        len_bytes: usize,
+        /// The limit.
+        max_bytes: usize,
+    },
+    /// The network could not deliver a message to the member (it was not sent).
+    #[error("member {member} is unreachable")]
+    Unreachable {
+        /// The destination.
+        member: MemberId,
+    },
+    /// A message was sent but the exchange failed.
+    #[error("network: {detail}")]
+    Network {
+        /// What failed.
+        detail: String,
+    },
+    /// The builder's configuration is invalid.
+    #[error("invalid configuration: {detail}")]
+    Config {
+        /// What is wrong.
+        detail: String,
+    },
+    /// The data directory belongs to another cluster.
+    #[error("data belongs to cluster {found}, this node is configured for cluster {expected}")]
+    ClusterMismatch {
+        /// The cluster the builder's members describe.
+        expected: ClusterId,
+        /// The cluster recorded in the data.
+        found: ClusterId,
+    },
+    /// A request, peer message or persisted record could not be encoded or decoded.
+    #[error("codec: {what}: {detail}")]
+    Codec {
+        /// What was being encoded or decoded.
+        what: &'static str,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The node was shut down (or never finished starting).
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    /// Storage failed; the store is poisoned and the node must be restarted.
+    #[error("storage failed: {0}")]
+    Storage(StorageError),
+    /// The consensus engine stopped with an error.
+    #[error("raft stopped: {detail}")]
+    Raft {
+        /// openraft's description.
+        detail: String,
+    },
+}
+
+impl NodeError {
+    /// True for errors after which the node no longer serves (restart it).
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            NodeError::Stopped | NodeError::Storage(_) | NodeError::Raft { .. }
+        )
+    }
+
+    /// Sort a storage error into API (refused request) or fatal (storage failed).
+    pub(crate) fn from_storage(e: StorageError) -> Self {
+        if e.is_fatal() {
+            NodeError::Storage(e)
+        } else {
+            NodeError::Rejected(e)
+        }
+    }
+}
+
+impl From<StorageError> for NodeError {
+    fn from(e: StorageError) -> Self {
+        NodeError::from_storage(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fatal_and_api_errors_are_separated() {
+        assert!(NodeError::Stopped.is_fatal());
+        assert!(!NodeError::Timeout.is_fatal());
+        assert!(!NodeError::from(StorageError::EmptyKey).is_fatal());
+        let io = StorageError::Io {
+            op: "write",
+            message: "disk full".into(),
+        };
+        assert!(NodeError::from(io).is_fatal());
+        assert_eq!(
+            NodeError::Timeout.to_string(),
+            "etcdserver: request timed out"
+        );
+    }
+}

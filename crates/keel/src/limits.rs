@@ -1,0 +1,42 @@
+//! Every limit of the node, as documented constants (etcd's defaults unless noted).
+
+use std::time::Duration;
+
+/// Largest encoded replicated request (etcd: `--max-request-bytes`, 1.5 MiB), plus a small
+/// allowance for the request envelope.
+pub const REQUEST_BYTES_MAX: usize = 1536 * 1024 + 4096;
+
+/// Default deadline of one client call (etcd's client default request timeout is 5 s plus
+/// the election timeout; keel uses one number).
+pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
+
+/// Default Raft heartbeat interval (etcd: `--heartbeat-interval` 100 ms).
+pub const HEARTBEAT_INTERVAL_DEFAULT: Duration = Duration::from_millis(100);
+
+/// Default minimum election timeout (etcd: `--election-timeout` 1000 ms); openraft picks each
+/// timeout uniformly between this and twice this.
+pub const ELECTION_TIMEOUT_DEFAULT: Duration = Duration::from_millis(1000);
+
+/// Pause before retrying a forwarded request after "not leader" or an unreachable leader.
+pub const FORWARD_RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// Bytes per snapshot chunk exported from the store.
+pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 1024 * 1024;
+
+/// Superseded versions removed per physical compaction step during apply.
+pub const COMPACTION_STEP_KEYS_MAX: usize = 10_000;
+
+/// Default number of applied entries between snapshots (etcd: `--snapshot-count` 10000).
+pub const SNAPSHOT_ENTRIES_DEFAULT: u64 = 10_000;
+
+/// Default number of entries kept in the log behind a snapshot, so slightly lagging members
+/// catch up from the log rather than a snapshot (etcd: `--experimental-snapshot-catchup-entries`
+/// 5000).
+pub const SNAPSHOT_CATCH_UP_ENTRIES_DEFAULT: u64 = 5_000;
+
+/// Longest a shutdown waits for the consensus engine's workers to release the storage (so a
+/// new node can open the same directory); after it, shutdown returns anyway with a warning.
+pub const SHUTDOWN_RELEASE_MAX: Duration = Duration::from_secs(5);
+
+/// How often a shutdown checks whether the storage has been released.
+pub const SHUTDOWN_POLL_INTERVAL: Duration = Duration::from_millis(1);

@@ -1,0 +1,446 @@
+//! [`Node`]: one member of a keel cluster, linked into the application.
+
+use crate::builder::{self, NodeBuilder};
+use crate::error::NodeError;
+use crate::limits::{SHUTDOWN_POLL_INTERVAL, SHUTDOWN_RELEASE_MAX};
+use crate::raft::{Consensus, PeerHandler, PeerMessage, RaftStatus, SendFuture};
+use crate::request::{Applied, Request};
+use crate::response::{MemberStatus, ReadConsistency, Response, ResponseHeader, Status};
+use crate::watch::{WatchRegistry, WatchStream};
+use bytes::Bytes;
+use keel_storage::mvcc::{
+    DeleteRequest, DeleteResponse, KeyValue, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    TxnRequest, TxnResponse,
+};
+use keel_storage::watch::WatchSpec;
+use keel_storage::MvccStore;
+use keel_types::{ClusterId, KeyRange, MemberId, Revision};
+use parking_lot::Mutex;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// A member of a keel cluster: etcd's KV API on a replicated, linearizable MVCC store.
+///
+/// Writes go through Raft (forwarded to the leader when this member is a follower) and are
+/// acknowledged once applied here; reads are linearizable by default (read index from the
+/// leader, then a local read once applied) or serializable on request. Every response
+/// carries etcd's header. Cloning is cheap and shares the node.
+///
+/// Invariants:
+/// 1. After [`Node::shutdown`] returns, every call fails with [`NodeError::Stopped`] and the
+///    node holds no storage: a new node can open the same directory.
+/// 2. A call returns within its deadline ([`crate::Timings::request_timeout`]); no quorum
+///    means [`NodeError::Timeout`], never a hang.
+///
+/// # Examples
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use keel::{NodeBuilder, ReadConsistency};
+/// use keel_storage::mvcc::RangeRequest;
+/// use keel_types::{KeyRange, MemberId};
+/// let node = NodeBuilder::new(MemberId::new(1)).start().await?;
+/// let put = node.put(&b"a/1"[..], &b"x"[..]).await?;
+/// node.put(&b"a/2"[..], &b"y"[..]).await?;
+/// let all = node
+///     .range(&RangeRequest::new(KeyRange::prefix(&b"a/"[..])), ReadConsistency::Serializable)
+///     .await?;
+/// assert_eq!(all.body.count, 2);
+/// assert!(all.header.revision > put.header.revision);
+/// node.shutdown().await;
+/// assert!(node.get(&b"a/1"[..]).await.is_err());
+/// # Ok::<(), keel::NodeError>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.inner.id)
+            .field("cluster_id", &self.inner.cluster_id)
+            .finish_non_exhaustive()
+    }
+}
+
+struct NodeInner {
+    id: MemberId,
+    cluster_id: ClusterId,
+    request_timeout: Duration,
+    /// The running parts; `None` once shut down. Guards only the option (cloned out, never
+    /// held across an await).
+    running: Mutex<Option<Arc<Running>>>,
+    /// Serializes shutdowns (held across the engine's shutdown).
+    stopping: tokio::sync::Mutex<()>,
+    /// Live watch streams (woken on snapshot install, closed at shutdown).
+    watches: Arc<WatchRegistry>,
+}
+
+struct Running {
+    consensus: Consensus,
+    store: Arc<MvccStore>,
+}
+
+impl NodeInner {
+    fn running(&self) -> Result<Arc<Running>, NodeError> {
+        self.running.lock().clone().ok_or(NodeError::Stopped)
+    }
+}
+
+impl crate::raft::PeerService for NodeInner {
+    fn handle(&self, message: PeerMessage) -> SendFuture<'_> {
+        Box::pin(async move { self.running()?.consensus.handle(message).await })
+    }
+}
+
+impl Node {
+    /// Start configuring member `id` (see [`NodeBuilder`]).
+    pub fn builder(id: MemberId) -> NodeBuilder {
+        NodeBuilder::new(id)
+    }
+
+    /// The column families an engine passed to [`NodeBuilder::engine`] must register.
+    pub fn column_families() -> Vec<&'static str> {
+        builder::column_families()
+    }
+
+    pub(crate) fn new(
+        id: MemberId,
+        cluster_id: ClusterId,
+        request_timeout: Duration,
+        consensus: Consensus,
+        store: Arc<MvccStore>,
+        watches: Arc<WatchRegistry>,
+    ) -> Self {
+        Node {
+            inner: Arc::new(NodeInner {
+                id,
+                cluster_id,
+                request_timeout,
+                running: Mutex::new(Some(Arc::new(Running { consensus, store }))),
+                stopping: tokio::sync::Mutex::new(()),
+                watches,
+            }),
+        }
+    }
+
+    /// This member's id.
+    pub fn id(&self) -> MemberId {
+        self.inner.id
+    }
+
+    /// The cluster's id.
+    pub fn cluster_id(&self) -> ClusterId {
+        self.inner.cluster_id
+    }
+
+    /// The receiving end for messages from other members (register it with the network).
+    pub fn peer_handler(&self) -> PeerHandler {
+        let weak: Weak<NodeInner> = Arc::downgrade(&self.inner);
+        PeerHandler::new(weak)
+    }
+
+    fn header(&self, revision: Revision, raft_term: u64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.inner.cluster_id,
+            member_id: self.inner.id,
+            revision,
+            raft_term,
+        }
+    }
+
+    async fn propose(&self, request: Request) -> Result<(Applied, u64), NodeError> {
+        request.check_size()?;
+        // Deviation from etcd (for now): leases are not wired into the node yet, so no lease
+        // exists and attaching a key to one is refused before it reaches the log.
+        if let Some(lease) = request.first_lease() {
+            return Err(NodeError::LeaseNotFound { lease });
+        }
+        let running = self.inner.running()?;
+        match running
+            .consensus
+            .propose(request, self.inner.request_timeout)
+            .await?
+        {
+            (Applied::Rejected(r), _) => Err(r.into()),
+            other => Ok(other),
+        }
+    }
+
+    /// Put `value` at `key`.
+    ///
+    /// # Errors
+    /// As [`Node::put_request`].
+    pub async fn put(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+    ) -> Result<Response<PutResponse>, NodeError> {
+        self.put_request(PutRequest::new(key, value)).await
+    }
+
+    /// etcd Put with every option.
+    ///
+    /// # Errors
+    /// [`NodeError::Rejected`] (empty or oversized key, ...), [`NodeError::RequestTooLarge`],
+    /// [`NodeError::Timeout`], [`NodeError::Stopped`], fatal errors.
+    pub async fn put_request(
+        &self,
+        request: PutRequest,
+    ) -> Result<Response<PutResponse>, NodeError> {
+        match self.propose(Request::Put(request)).await? {
+            (Applied::Put(body), term) => Ok(Response {
+                header: self.header(body.revision, term),
+                body,
+            }),
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    /// Delete one key.
+    ///
+    /// # Errors
+    /// As [`Node::delete_range`].
+    pub async fn delete(
+        &self,
+        key: impl Into<Bytes>,
+    ) -> Result<Response<DeleteResponse>, NodeError> {
+        self.delete_range(DeleteRequest {
+            range: KeyRange::key(key),
+            prev_kv: false,
+        })
+        .await
+    }
+
+    /// etcd DeleteRange.
+    ///
+    /// # Errors
+    /// As [`Node::put_request`].
+    pub async fn delete_range(
+        &self,
+        request: DeleteRequest,
+    ) -> Result<Response<DeleteResponse>, NodeError> {
+        match self.propose(Request::DeleteRange(request)).await? {
+            (Applied::Delete(body), term) => Ok(Response {
+                header: self.header(body.revision, term),
+                body,
+            }),
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    /// etcd Txn: compares, then the success or failure ops, in one revision.
+    ///
+    /// # Errors
+    /// As [`Node::put_request`]; [`NodeError::Rejected`] for too many ops or a duplicate key.
+    pub async fn txn(&self, request: TxnRequest) -> Result<Response<TxnResponse>, NodeError> {
+        match self.propose(Request::Txn(request)).await? {
+            (Applied::Txn(body), term) => Ok(Response {
+                header: self.header(body.revision, term),
+                body,
+            }),
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    /// etcd Compact: history at or below `revision` is dropped; reads below it then fail
+    /// with "required revision has been compacted".
+    ///
+    /// # Errors
+    /// [`NodeError::Rejected`] (already compacted, future revision), as [`Node::put_request`].
+    pub async fn compact(&self, revision: Revision) -> Result<Response<()>, NodeError> {
+        match self.propose(Request::Compact { revision }).await? {
+            (Applied::Compact { revision }, term) => Ok(Response {
+                header: self.header(revision, term),
+                body: (),
+            }),
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    /// etcd Range.
+    ///
+    /// # Errors
+    /// [`NodeError::Rejected`] (compacted or future revision, bad key), [`NodeError::Timeout`]
+    /// (linearizable read without a reachable quorum), [`NodeError::Stopped`].
+    pub async fn range(
+        &self,
+        request: &RangeRequest,
+        consistency: ReadConsistency,
+    ) -> Result<Response<RangeResponse>, NodeError> {
+        let running = self.inner.running()?;
+        if consistency == ReadConsistency::Linearizable {
+            running
+                .consensus
+                .linearize(self.inner.request_timeout)
+                .await?;
+        }
+        let body = running.store.range(request)?;
+        let term = running.consensus.status().term;
+        Ok(Response {
+            header: self.header(body.revision, term),
+            body,
+        })
+    }
+
+    /// Linearizable read of one key.
+    ///
+    /// # Errors
+    /// As [`Node::range`].
+    pub async fn get(
+        &self,
+        key: impl Into<Bytes>,
+    ) -> Result<Response<Option<KeyValue>>, NodeError> {
+        let resp = self
+            .range(
+                &RangeRequest::new(KeyRange::key(key)),
+                ReadConsistency::Linearizable,
+            )
+            .await?;
+        Ok(Response {
+            header: resp.header,
+            body: resp.body.kvs.into_iter().next(),
+        })
+    }
+
+    /// Watch changes on this member's store, from `spec.start_revision` (or the next
+    /// revision) on. Events arrive as this member applies them; on any member they are the
+    /// same events in the same order.
+    ///
+    /// # Errors
+    /// [`NodeError::Rejected`] (empty key, compacted start revision, too many watchers),
+    /// [`NodeError::Stopped`].
+    pub async fn watch(&self, spec: WatchSpec) -> Result<WatchStream, NodeError> {
+        let running = self.inner.running()?;
+        let watcher = running.store.watch(spec)?;
+        let weak = Arc::downgrade(&self.inner);
+        let term = Box::new(move || {
+            weak.upgrade()
+                .and_then(|n| n.running().ok())
+                .map_or(0, |r| r.consensus.status().term)
+        });
+        Ok(WatchStream::new(
+            watcher,
+            &self.inner.watches,
+            self.inner.cluster_id,
+            self.inner.id,
+            term,
+        ))
+    }
+
+    /// This member's view: leader, term, revision, raft and applied index.
+    ///
+    /// # Errors
+    /// [`NodeError::Stopped`], storage failure.
+    pub async fn status(&self) -> Result<Status, NodeError> {
+        let running = self.inner.running()?;
+        self.make_status(&running, running.consensus.status())
+    }
+
+    fn make_status(&self, running: &Running, raft: RaftStatus) -> Result<Status, NodeError> {
+        let revision = running.store.current_revision()?;
+        Ok(Status {
+            header: self.header(revision, raft.term),
+            leader: raft.leader,
+            raft_index: raft.last_log_index,
+            applied_index: raft.applied_index,
+            committed_index: raft.committed_index,
+            snapshot_index: raft.snapshot_index,
+            purged_index: raft.purged_index,
+            db_size_bytes: running.store.engine().size_bytes()?,
+            is_learner: raft.is_learner,
+        })
+    }
+
+    /// Wait until `condition` holds on this member's [`Status`], re-checking whenever the
+    /// consensus metrics change, up to `deadline`; returns the status that satisfied it.
+    ///
+    /// # Errors
+    /// [`NodeError::Timeout`], [`NodeError::Stopped`], storage failure.
+    pub async fn wait_for_status(
+        &self,
+        deadline: Duration,
+        condition: impl Fn(&Status) -> bool,
+    ) -> Result<Status, NodeError> {
+        let running = self.inner.running()?;
+        let raft = running
+            .consensus
+            .wait_until(deadline, |raft| {
+                self.make_status(&running, raft.clone())
+                    .is_ok_and(|s| condition(&s))
+            })
+            .await?;
+        self.make_status(&running, raft)
+    }
+
+    /// The members of the current configuration, by id.
+    ///
+    /// # Errors
+    /// [`NodeError::Stopped`].
+    pub async fn members(&self) -> Result<Vec<MemberStatus>, NodeError> {
+        Ok(self.inner.running()?.consensus.status().members)
+    }
+
+    /// Wait until this member knows a leader, up to `deadline`, and return it.
+    ///
+    /// # Errors
+    /// [`NodeError::Timeout`], [`NodeError::Stopped`].
+    pub async fn wait_for_leader(&self, deadline: Duration) -> Result<MemberId, NodeError> {
+        let running = self.inner.running()?;
+        let status = running
+            .consensus
+            .wait_until(deadline, |s| s.leader.is_some())
+            .await?;
+        status.leader.ok_or(NodeError::Timeout)
+    }
+
+    /// Wait until this member has applied at least `index`, up to `deadline`.
+    ///
+    /// # Errors
+    /// [`NodeError::Timeout`], [`NodeError::Stopped`].
+    pub async fn wait_for_applied(&self, index: u64, deadline: Duration) -> Result<(), NodeError> {
+        let running = self.inner.running()?;
+        running
+            .consensus
+            .wait_until(deadline, |s| s.applied_index >= index)
+            .await
+            .map(|_| ())
+    }
+
+    /// Stop the node: consensus stops, storage is released. Idempotent; always returns.
+    pub async fn shutdown(&self) {
+        let _serial = self.inner.stopping.lock().await;
+        let running = self.inner.running.lock().take();
+        let Some(running) = running else {
+            return;
+        };
+        running.consensus.shutdown().await;
+        self.inner.watches.close_all();
+        // Keep one handle on the engine, wait until it is the last one (openraft's workers
+        // drop theirs shortly after the core task stops), then drop it here, so the storage
+        // is closed (its directory lock released) before shutdown returns.
+        let engine = Arc::clone(running.store.engine());
+        drop(running);
+        let released = tokio::time::timeout(SHUTDOWN_RELEASE_MAX, async {
+            while Arc::strong_count(&engine) > 1 {
+                tokio::time::sleep(SHUTDOWN_POLL_INTERVAL).await;
+            }
+        })
+        .await;
+        if released.is_err() {
+            tracing::warn!(
+                holders = Arc::strong_count(&engine) - 1,
+                "storage still in use after shutdown (an in-flight call holds it)"
+            );
+        }
+        drop(engine);
+    }
+}
+
+fn unexpected(applied: &Applied) -> NodeError {
+    NodeError::Network {
+        detail: format!("unexpected apply result {applied:?}"),
+    }
+}

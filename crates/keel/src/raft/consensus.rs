@@ -1,0 +1,362 @@
+//! The node's handle on openraft: start/recover, propose (locally or forwarded to the
+//! leader), linearize reads (read index, locally or from the leader), serve peer messages,
+//! report metrics, shut down.
+
+use super::log_store::LogStore;
+use super::network::{Message, Network, NetworkFactory, PeerMessage, PeerReply, Reply};
+use super::state_machine::{SnapshotData, StateMachine};
+use super::{term_of, Raft, TypeConfig};
+use crate::error::NodeError;
+use crate::limits::FORWARD_RETRY_PAUSE;
+use crate::request::{Applied, Request};
+use crate::response::MemberStatus;
+use keel_storage::engine::Engine;
+use keel_storage::{DurableLog, MvccStore};
+use keel_types::MemberId;
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::errors::{Fatal, InitializeError, RaftError};
+use openraft::storage::RaftLogStorage;
+use openraft::{BasicNode, ReadPolicy, ServerState, Snapshot};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the consensus engine needs from the builder.
+#[derive(Clone, Debug)]
+pub(crate) struct ConsensusConfig {
+    pub(crate) id: MemberId,
+    /// The members of the first configuration (used only on the very first start).
+    pub(crate) initial_members: BTreeMap<MemberId, String>,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) election_timeout: Duration,
+    /// How long start waits for the state machine to recover its pre-restart state.
+    pub(crate) recovery_timeout: Duration,
+    /// Applied entries between snapshots.
+    pub(crate) snapshot_entries_between: u64,
+    /// Entries kept in the log behind a snapshot.
+    pub(crate) snapshot_catch_up_entries: u64,
+}
+
+/// A snapshot of the engine's metrics in keel terms.
+#[derive(Clone, Debug)]
+pub(crate) struct RaftStatus {
+    pub(crate) leader: Option<MemberId>,
+    pub(crate) term: u64,
+    pub(crate) last_log_index: u64,
+    pub(crate) applied_index: u64,
+    pub(crate) committed_index: u64,
+    pub(crate) snapshot_index: Option<u64>,
+    pub(crate) purged_index: Option<u64>,
+    pub(crate) is_learner: bool,
+    pub(crate) members: Vec<MemberStatus>,
+}
+
+/// The running consensus engine of one node.
+pub(crate) struct Consensus {
+    raft: Raft,
+    id: MemberId,
+    network: Arc<dyn Network>,
+}
+
+fn fatal(e: &Fatal<TypeConfig>) -> NodeError {
+    match e {
+        Fatal::Stopped => NodeError::Stopped,
+        other => NodeError::Raft {
+            detail: other.to_string(),
+        },
+    }
+}
+
+fn raft_error<E: std::error::Error>(e: &RaftError<TypeConfig, E>) -> NodeError {
+    match e.fatal() {
+        Some(f) => fatal(f),
+        None => NodeError::Raft {
+            detail: e.to_string(),
+        },
+    }
+}
+
+impl Consensus {
+    /// Open the log on `engine`, start openraft with the state machine on `store`, and on the
+    /// very first start initialize the configured members.
+    pub(crate) async fn start(
+        config: ConsensusConfig,
+        engine: Arc<dyn Engine>,
+        store: Arc<MvccStore>,
+        log: Arc<DurableLog>,
+        network: Arc<dyn Network>,
+        on_install: Arc<dyn Fn() + Send + Sync>,
+    ) -> Result<Self, NodeError> {
+        let raft_config = openraft::Config {
+            cluster_name: "keel".into(),
+            heartbeat_interval: millis(config.heartbeat_interval),
+            election_timeout_min: millis(config.election_timeout),
+            election_timeout_max: millis(config.election_timeout) * 2,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(
+                config.snapshot_entries_between,
+            ),
+            max_in_snapshot_log_to_keep: config.snapshot_catch_up_entries,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| NodeError::Config {
+            detail: e.to_string(),
+        })?;
+        // The committed log id persisted before a restart: start returns once the state
+        // machine has applied at least that far, so no read sees a reverted state.
+        let mut log_store = LogStore::new(log, engine);
+        let committed = log_store
+            .read_committed()
+            .await
+            .map_err(|e| NodeError::Raft {
+                detail: format!("read committed log id: {e}"),
+            })?;
+        let factory = NetworkFactory {
+            network: Arc::clone(&network),
+        };
+        let raft = Raft::new(
+            config.id.get(),
+            Arc::new(raft_config),
+            factory,
+            log_store,
+            StateMachine::new(store, on_install),
+        )
+        .await
+        .map_err(|e| fatal(&e))?;
+        let this = Consensus {
+            raft,
+            id: config.id,
+            network,
+        };
+        this.initialize_once(&config).await?;
+        // Once initialized, the configuration is in the log (and metrics) of this member.
+        this.wait_until(config.recovery_timeout, |s| !s.members.is_empty())
+            .await?;
+        this.raft
+            .wait(Some(config.recovery_timeout))
+            .applied_index_at_least(committed.map(|c| c.index), "recover committed state")
+            .await
+            .map_err(|e| NodeError::Raft {
+                detail: format!("recovery: {e}"),
+            })?;
+        Ok(this)
+    }
+
+    async fn initialize_once(&self, config: &ConsensusConfig) -> Result<(), NodeError> {
+        let initialized = self.raft.is_initialized().await.map_err(|e| fatal(&e))?;
+        if initialized {
+            return Ok(());
+        }
+        let members: BTreeMap<u64, BasicNode> = config
+            .initial_members
+            .iter()
+            .map(|(id, name)| (id.get(), BasicNode::new(name.clone())))
+            .collect();
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            // Another member's vote or log reached us first: the cluster is forming.
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(raft_error(&e)),
+        }
+    }
+
+    /// Propose on this member; `NotLeader` when it is not the leader.
+    async fn write_local(&self, request: Request) -> Result<Reply, NodeError> {
+        match self.raft.client_write(request).await {
+            Ok(resp) => Ok(Reply::Applied {
+                applied: resp.data,
+                term: term_of(&resp.log_id),
+            }),
+            Err(e) => match e.forward_to_leader() {
+                Some(f) => Ok(Reply::NotLeader {
+                    leader: f.leader_id,
+                }),
+                None => Err(raft_error(&e)),
+            },
+        }
+    }
+
+    /// The read index on this member if it is the leader (quorum-confirmed).
+    async fn read_index_local(&self) -> Result<Reply, NodeError> {
+        match self.raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
+            Ok(linearizer) => Ok(Reply::ReadIndex(*linearizer.read_log_id().log_id())),
+            Err(e) => match e.forward_to_leader() {
+                Some(f) => Ok(Reply::NotLeader {
+                    leader: f.leader_id,
+                }),
+                None if e.fatal().is_some() => Err(raft_error(&e)),
+                // No quorum acknowledged the leader yet: retry within the deadline.
+                None => Ok(Reply::NotLeader { leader: None }),
+            },
+        }
+    }
+
+    /// Ask `message` of the leader, trying this member first and following "not leader"
+    /// hints, until a reply other than `NotLeader` arrives. Retries only messages that were
+    /// not delivered (safe to resend); the caller bounds the whole call with a deadline.
+    async fn ask_leader(&self, message: impl Fn() -> Message) -> Result<Reply, NodeError> {
+        let mut target: Option<MemberId> = None;
+        loop {
+            let reply = match target {
+                None => match message() {
+                    Message::Forward(req) => self.write_local(req).await?,
+                    _ => self.read_index_local().await?,
+                },
+                Some(leader) => match self.network.send(leader, PeerMessage(message())).await {
+                    Ok(reply) => reply.0,
+                    Err(NodeError::Unreachable { .. } | NodeError::Stopped) => {
+                        Reply::NotLeader { leader: None }
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            match reply {
+                Reply::NotLeader { leader } => {
+                    let next = leader.map(MemberId::new).filter(|l| *l != self.id);
+                    if next.is_none() || next == target {
+                        tokio::time::sleep(FORWARD_RETRY_PAUSE).await;
+                    }
+                    target = next;
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// Replicate `request` through the leader (forwarding if needed) and return its result
+    /// and the term of the entry, within `deadline`.
+    pub(crate) async fn propose(
+        &self,
+        request: Request,
+        deadline: Duration,
+    ) -> Result<(Applied, u64), NodeError> {
+        let ask = self.ask_leader(|| Message::Forward(request.clone()));
+        match tokio::time::timeout(deadline, ask).await {
+            Err(_) => Err(NodeError::Timeout),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(Reply::Applied { applied, term })) => Ok((applied, term)),
+            Ok(Ok(other)) => Err(NodeError::Network {
+                detail: format!("unexpected reply to a write: {other:?}"),
+            }),
+        }
+    }
+
+    /// Wait until this member's store reflects every write acknowledged before the call: get
+    /// the read index from the leader, then wait for local apply to reach it.
+    pub(crate) async fn linearize(&self, deadline: Duration) -> Result<(), NodeError> {
+        let work = async {
+            let index = match self.ask_leader(|| Message::ReadIndex).await? {
+                Reply::ReadIndex(log_id) => log_id.index,
+                other => {
+                    return Err(NodeError::Network {
+                        detail: format!("unexpected reply to read index: {other:?}"),
+                    })
+                }
+            };
+            self.raft
+                .wait(None)
+                .applied_index_at_least(Some(index), "linearizable read")
+                .await
+                .map_err(|_| NodeError::Stopped)?;
+            Ok(())
+        };
+        tokio::time::timeout(deadline, work)
+            .await
+            .map_err(|_| NodeError::Timeout)?
+    }
+
+    /// Serve one message from another member.
+    pub(crate) async fn handle(&self, message: PeerMessage) -> Result<PeerReply, NodeError> {
+        let reply = match message.0 {
+            Message::Append(rpc) => Reply::Append(
+                self.raft
+                    .append_entries(rpc)
+                    .await
+                    .map_err(|e| raft_error(&e))?,
+            ),
+            Message::Vote(rpc) => {
+                Reply::Vote(self.raft.vote(rpc).await.map_err(|e| raft_error(&e))?)
+            }
+            Message::PreVote(rpc) => {
+                Reply::Vote(self.raft.pre_vote(rpc).await.map_err(|e| raft_error(&e))?)
+            }
+            Message::Snapshot { vote, meta, chunks } => {
+                let snapshot = Snapshot {
+                    meta,
+                    snapshot: SnapshotData { chunks },
+                };
+                let resp = self
+                    .raft
+                    .install_full_snapshot(vote, snapshot)
+                    .await
+                    .map_err(|e| fatal(&e))?;
+                Reply::Snapshot(resp)
+            }
+            // A forwarded request is served here or refused: never forwarded again.
+            Message::Forward(request) => self.write_local(request).await?,
+            Message::ReadIndex => self.read_index_local().await?,
+        };
+        Ok(PeerReply(reply))
+    }
+
+    /// The engine's current metrics.
+    pub(crate) fn status(&self) -> RaftStatus {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let membership = m.membership_config.membership();
+        let learners: Vec<u64> = membership.learner_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| MemberStatus {
+                id: MemberId::new(*id),
+                name: node.addr.clone(),
+                is_learner: learners.contains(id),
+            })
+            .collect();
+        RaftStatus {
+            leader: m.current_leader.map(MemberId::new),
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            committed_index: m.local_committed.map_or(0, |l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
+            is_learner: m.state == ServerState::Learner,
+            members,
+        }
+    }
+
+    /// Wait until `condition` holds on this member's status, up to `deadline`.
+    pub(crate) async fn wait_until(
+        &self,
+        deadline: Duration,
+        condition: impl Fn(&RaftStatus) -> bool,
+    ) -> Result<RaftStatus, NodeError> {
+        let mut rx = self.raft.metrics();
+        let work = async {
+            loop {
+                let status = self.status();
+                if condition(&status) {
+                    return Ok(status);
+                }
+                if rx.changed().await.is_err() {
+                    return Err(NodeError::Stopped);
+                }
+            }
+        };
+        tokio::time::timeout(deadline, work)
+            .await
+            .map_err(|_| NodeError::Timeout)?
+    }
+
+    /// Stop the engine and wait for its tasks (which own the log store and state machine).
+    pub(crate) async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft task ended abnormally during shutdown");
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}

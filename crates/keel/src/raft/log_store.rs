@@ -1,0 +1,171 @@
+//! openraft's log storage on keel-storage's [`DurableLog`].
+//!
+//! Invariants (the durability argument):
+//! 1. `append` writes the entries with [`Durability::Synced`] and only then signals openraft's
+//!    IO callback, so an entry counts toward commit only once it is on disk.
+//! 2. The vote is written synced before `save_vote` returns: a member never votes twice in a
+//!    term across a crash.
+//! 3. The committed log id is written buffered: it only shortens recovery. Log and state share
+//!    one engine (one WAL), so a committed id that survived a crash refers to entries that
+//!    survived it too.
+//! 4. Before a purge the engine is synced: the state that replaces the purged entries is
+//!    durable before the entries disappear. The purged log id is recorded in the same synced
+//!    step, so `get_log_state` can report it after the entries are gone.
+
+use super::{io_err, Entry, LogId, TypeConfig, Vote};
+use crate::codec::{decode_io, encode_io};
+use keel_storage::engine::{Durability, Engine};
+use keel_storage::DurableLog;
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+const META_PURGED: &str = "purged_log_id";
+const META_COMMITTED: &str = "committed_log_id";
+
+/// The Raft log on a [`DurableLog`]; cheap to clone (the reader is a clone).
+#[derive(Clone)]
+pub(crate) struct LogStore {
+    log: Arc<DurableLog>,
+    engine: Arc<dyn Engine>,
+}
+
+impl Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore")
+            .field("log", &self.log)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogStore {
+    /// Adapt `log`, which lives on `engine`.
+    pub(crate) fn new(log: Arc<DurableLog>, engine: Arc<dyn Engine>) -> Self {
+        LogStore { log, engine }
+    }
+
+    fn purged(&self) -> io::Result<Option<LogId>> {
+        match self.log.meta(META_PURGED).map_err(io_err)? {
+            Some(b) => Ok(Some(decode_io("purged log id", &b)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+fn index_range(range: &impl RangeBounds<u64>) -> (u64, u64) {
+    let from = match range.start_bound() {
+        Bound::Included(&i) => i,
+        Bound::Excluded(&i) => i.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let to = match range.end_bound() {
+        Bound::Included(&i) => i.saturating_add(1),
+        Bound::Excluded(&i) => i,
+        Bound::Unbounded => u64::MAX,
+    };
+    (from, to)
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> io::Result<Vec<Entry>> {
+        let (from, to) = index_range(&range);
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        self.log
+            .entries(from, to)
+            .map_err(io_err)?
+            .iter()
+            .map(|(_, bytes)| decode_io("log entry", bytes))
+            .collect()
+    }
+
+    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+        match self.log.vote().map_err(io_err)? {
+            Some(b) => Ok(Some(decode_io("vote", &b)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
+        let purged = self.purged()?;
+        let last = match self.log.bounds().last {
+            Some(index) => match self.log.get(index).map_err(io_err)? {
+                Some(bytes) => Some(decode_io::<Entry>("log entry", &bytes)?.log_id),
+                None => return Err(io::Error::other(format!("log entry {index} missing"))),
+            },
+            None => purged,
+        };
+        Ok(LogState {
+            last_purged_log_id: purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
+        self.log
+            .save_vote(&encode_io("vote", vote)?)
+            .map_err(io_err)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
+        let bytes = encode_io("committed log id", &committed)?;
+        self.log
+            .save_meta(META_COMMITTED, &bytes, Durability::Buffered)
+            .map_err(io_err)
+    }
+
+    async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
+        match self.log.meta(META_COMMITTED).map_err(io_err)? {
+            Some(b) => decode_io("committed log id", &b),
+            None => Ok(None),
+        }
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let encoded = entries
+            .into_iter()
+            .map(|e| Ok((e.log_id.index, encode_io("log entry", &e)?)))
+            .collect::<io::Result<Vec<_>>>()?;
+        // Invariant 1: synced before the callback.
+        let result = self.log.append(encoded, Durability::Synced).map_err(io_err);
+        let signal = match &result {
+            Ok(()) => Ok(()),
+            Err(e) => Err(io::Error::other(e.to_string())),
+        };
+        callback.io_completed(signal);
+        result
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
+        let from = last_log_id.map_or(0, |l| l.index + 1);
+        self.log.truncate_from(from).map_err(io_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
+        // Invariant 4: the state replacing these entries is durable first.
+        self.engine.sync().map_err(io_err)?;
+        let bytes = encode_io("purged log id", &log_id)?;
+        self.log
+            .save_meta(META_PURGED, &bytes, Durability::Synced)
+            .map_err(io_err)?;
+        self.log.purge_to(log_id.index).map_err(io_err)
+    }
+}

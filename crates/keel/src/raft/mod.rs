@@ -1,0 +1,47 @@
+//! Everything that touches openraft: the type configuration, the log store and state machine
+//! adapters onto keel-storage, the network adapter and the consensus handle the node uses.
+//! Nothing outside this module names an openraft type, so an openraft upgrade touches only
+//! this folder.
+
+mod consensus;
+mod log_store;
+mod memory_network;
+mod network;
+mod state_machine;
+#[cfg(test)]
+mod storage_suite;
+
+pub(crate) use consensus::{Consensus, ConsensusConfig, RaftStatus};
+pub use memory_network::InMemoryNetwork;
+pub use network::{Network, PeerHandler, PeerMessage, PeerReply, SendFuture};
+pub(crate) use network::{NoNetwork, PeerService};
+
+use crate::request::{Applied, Request};
+
+openraft::declare_raft_types!(
+    /// keel's openraft type configuration: node ids are member ids, a node's data is its
+    /// name, entries carry a [`Request`] and applying one yields an [`Applied`].
+    pub(crate) TypeConfig:
+        D = Request,
+        R = Applied,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+type LogId = openraft::alias::LogIdOf<TypeConfig>;
+type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+type Entry = openraft::alias::EntryOf<TypeConfig>;
+type Vote = openraft::alias::VoteOf<TypeConfig>;
+type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;
+
+/// The term of the leader that proposed `log_id`.
+fn term_of(log_id: &LogId) -> u64 {
+    log_id.leader_id.term
+}
+
+/// An I/O error for openraft from a storage error.
+fn io_err(e: impl std::error::Error + Send + Sync + 'static) -> std::io::Error {
+    std::io::Error::other(e)
+}

@@ -1,0 +1,289 @@
+//! The pluggable network: one small async trait that delivers messages between members, and
+//! its adapter to openraft's network traits.
+//!
+//! A message is opaque to the transport ([`PeerMessage`], [`PeerReply`]): Raft RPCs (append,
+//! vote, pre-vote, full snapshot) and forwarded client requests (writes, read-index), with
+//! [`PeerMessage::to_bytes`]/[`PeerMessage::from_bytes`] for transports that cross process
+//! boundaries. The receiving side hands every message to its node's [`PeerHandler`].
+
+use super::state_machine::SnapshotData;
+use super::{LogId, SnapshotMeta, TypeConfig, Vote};
+use crate::codec;
+use crate::error::NodeError;
+use crate::request::{Applied, Request};
+use keel_types::MemberId;
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{RaftNetworkV2, Snapshot};
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+
+/// A boxed future returned by [`Network::send`].
+pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<PeerReply, NodeError>> + Send + 'a>>;
+
+/// Delivers messages from this member to others, by member id.
+///
+/// An implementation returns [`NodeError::Unreachable`] when the message was not delivered
+/// (the node may retry it safely) and another error when the exchange failed after sending.
+/// The receiving process passes each message to the target node's [`PeerHandler`].
+///
+/// # Examples
+/// A network that relays straight to in-process handlers (what [`crate::InMemoryNetwork`]
+/// does, minus fault injection):
+/// ```
+/// use keel::{Network, NodeError, PeerHandler, PeerMessage};
+/// use keel_types::MemberId;
+/// use std::collections::BTreeMap;
+/// use std::sync::Mutex;
+/// #[derive(Default)]
+/// struct Direct(Mutex<BTreeMap<MemberId, PeerHandler>>);
+/// impl Network for Direct {
+///     fn send(&self, to: MemberId, message: PeerMessage) -> keel::SendFuture<'_> {
+///         let handler = self.0.lock().unwrap().get(&to).cloned();
+///         Box::pin(async move {
+///             match handler {
+///                 Some(h) => h.handle(message).await,
+///                 None => Err(NodeError::Unreachable { member: to }),
+///             }
+///         })
+///     }
+/// }
+/// ```
+pub trait Network: Send + Sync + 'static {
+    /// Deliver `message` to member `to` and return its reply.
+    fn send(&self, to: MemberId, message: PeerMessage) -> SendFuture<'_>;
+}
+
+/// A message between members (opaque; see [`PeerMessage::to_bytes`]).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PeerMessage(pub(crate) Message);
+
+/// The reply to a [`PeerMessage`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PeerReply(pub(crate) Reply);
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Message {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<TypeConfig>),
+    PreVote(VoteRequest<TypeConfig>),
+    Snapshot {
+        vote: Vote,
+        meta: SnapshotMeta,
+        chunks: Vec<Vec<u8>>,
+    },
+    /// A client write forwarded to the leader.
+    Forward(Request),
+    /// A follower asks the leader for a linearizable read index.
+    ReadIndex,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Reply {
+    Append(AppendEntriesResponse<TypeConfig>),
+    Vote(VoteResponse<TypeConfig>),
+    Snapshot(SnapshotResponse<TypeConfig>),
+    Applied { applied: Applied, term: u64 },
+    ReadIndex(LogId),
+    NotLeader { leader: Option<u64> },
+}
+
+impl PeerMessage {
+    /// The versioned binary encoding of the message.
+    ///
+    /// # Errors
+    /// [`NodeError::Codec`].
+    pub fn to_bytes(&self) -> Result<Vec<u8>, NodeError> {
+        codec::encode("peer message", self)
+    }
+
+    /// Decode [`PeerMessage::to_bytes`]'s output.
+    ///
+    /// # Errors
+    /// [`NodeError::Codec`] on bad input.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, NodeError> {
+        codec::decode("peer message", bytes)
+    }
+}
+
+impl PeerReply {
+    /// The versioned binary encoding of the reply.
+    ///
+    /// # Errors
+    /// [`NodeError::Codec`].
+    pub fn to_bytes(&self) -> Result<Vec<u8>, NodeError> {
+        codec::encode("peer reply", self)
+    }
+
+    /// Decode [`PeerReply::to_bytes`]'s output.
+    ///
+    /// # Errors
+    /// [`NodeError::Codec`] on bad input.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, NodeError> {
+        codec::decode("peer reply", bytes)
+    }
+}
+
+/// What a [`PeerHandler`] dispatches to (the node).
+pub(crate) trait PeerService: Send + Sync + 'static {
+    fn handle(&self, message: PeerMessage) -> SendFuture<'_>;
+}
+
+/// The receiving end of a node: pass it every message addressed to that node. Holds the node
+/// weakly: after shutdown it answers [`NodeError::Stopped`].
+#[derive(Clone)]
+pub struct PeerHandler {
+    service: Weak<dyn PeerService>,
+}
+
+impl std::fmt::Debug for PeerHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerHandler").finish_non_exhaustive()
+    }
+}
+
+impl PeerHandler {
+    pub(crate) fn new(service: Weak<dyn PeerService>) -> Self {
+        PeerHandler { service }
+    }
+
+    /// Handle one message from another member.
+    ///
+    /// # Errors
+    /// [`NodeError::Stopped`] after shutdown; fatal node errors.
+    pub async fn handle(&self, message: PeerMessage) -> Result<PeerReply, NodeError> {
+        let Some(service) = self.service.upgrade() else {
+            return Err(NodeError::Stopped);
+        };
+        service.handle(message).await
+    }
+}
+
+/// The network of a single-member cluster: nobody to talk to.
+#[derive(Debug, Default)]
+pub(crate) struct NoNetwork;
+
+impl Network for NoNetwork {
+    fn send(&self, to: MemberId, _message: PeerMessage) -> SendFuture<'_> {
+        Box::pin(async move { Err(NodeError::Unreachable { member: to }) })
+    }
+}
+
+/// openraft's network factory over a [`Network`].
+pub(crate) struct NetworkFactory {
+    pub(crate) network: Arc<dyn Network>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: u64, _node: &openraft::BasicNode) -> PeerClient {
+        PeerClient {
+            network: Arc::clone(&self.network),
+            target: MemberId::new(target),
+        }
+    }
+}
+
+/// openraft's connection to one member.
+pub(crate) struct PeerClient {
+    network: Arc<dyn Network>,
+    target: MemberId,
+}
+
+fn rpc_error(e: NodeError) -> RPCError<TypeConfig> {
+    match e {
+        NodeError::Unreachable { .. } | NodeError::Stopped => {
+            RPCError::Unreachable(Unreachable::from_string(e))
+        }
+        other => RPCError::Network(NetworkError::from_string(other)),
+    }
+}
+
+fn unexpected(reply: &Reply) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::from_string(format!(
+        "unexpected reply {reply:?}"
+    )))
+}
+
+impl PeerClient {
+    async fn call(&self, message: Message) -> Result<Reply, RPCError<TypeConfig>> {
+        self.network
+            .send(self.target, PeerMessage(message))
+            .await
+            .map(|r| r.0)
+            .map_err(rpc_error)
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(Message::Append(rpc)).await? {
+            Reply::Append(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(Message::Vote(rpc)).await? {
+            Reply::Vote(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(Message::PreVote(rpc)).await? {
+            Reply::Vote(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot<
+            openraft::alias::CommittedLeaderIdOf<TypeConfig>,
+            u64,
+            openraft::BasicNode,
+            SnapshotData,
+        >,
+        _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let message = Message::Snapshot {
+            vote,
+            meta: snapshot.meta,
+            chunks: snapshot.snapshot.chunks,
+        };
+        let reply = self.network.send(self.target, PeerMessage(message)).await;
+        match reply.map(|r| r.0) {
+            Ok(Reply::Snapshot(r)) => Ok(r),
+            Ok(other) => Err(StreamingError::Network(NetworkError::from_string(format!(
+                "unexpected reply {other:?}"
+            )))),
+            Err(e @ (NodeError::Unreachable { .. } | NodeError::Stopped)) => {
+                Err(StreamingError::Unreachable(Unreachable::from_string(e)))
+            }
+            Err(e) => Err(StreamingError::Network(NetworkError::from_string(e))),
+        }
+    }
+}

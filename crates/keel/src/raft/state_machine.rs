@@ -1,0 +1,247 @@
+//! openraft's state machine on keel-storage's [`MvccStore`].
+//!
+//! Invariants:
+//! 1. One applied entry is one [`WriteTxn`]: the request's changes and the applied-state
+//!    marker (applied log id + last membership) commit in one engine batch, so the store and
+//!    the marker never disagree, whatever crashes.
+//! 2. Apply commits [`Durability::Buffered`]: the entry is already synced in the log (same
+//!    engine, same WAL). After a crash the marker tells openraft where to resume, and it
+//!    replays the log from there.
+//! 3. A refused request (compacted revision, key too large, ...) changes nothing but the
+//!    marker, identically on every member, and answers with the refusal.
+//! 4. A snapshot is exported while the store's writer is held (no apply in between), so its
+//!    meta (read from the marker) matches its data exactly; the engine is synced before the
+//!    snapshot is reported built.
+//! 5. A storage failure during apply is an I/O error for openraft, which stops the node:
+//!    nothing is half-applied (the batch is atomic) and nothing is acknowledged.
+
+use super::{io_err, Entry, LogId, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::codec::{decode_io, encode_io};
+use crate::limits::{COMPACTION_STEP_KEYS_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
+use crate::request::{Applied, Rejection, Request};
+use futures::{Stream, StreamExt};
+use keel_storage::engine::Durability;
+use keel_storage::mvcc::WriteTxn;
+use keel_storage::{MvccStore, StorageError};
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, Snapshot};
+use openraft::EntryPayload;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::sync::Arc;
+
+/// The marker committed with every applied entry.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct AppliedState {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+/// A snapshot's data: the checksummed chunks of keel-storage's export.
+#[derive(Clone, Debug)]
+pub(crate) struct SnapshotData {
+    pub(crate) chunks: Vec<Vec<u8>>,
+}
+
+type SnapshotOf = Snapshot<
+    openraft::alias::CommittedLeaderIdOf<TypeConfig>,
+    u64,
+    openraft::BasicNode,
+    SnapshotData,
+>;
+
+/// The state machine; clones share the store (the clone is the snapshot builder).
+#[derive(Clone)]
+pub(crate) struct StateMachine {
+    store: Arc<MvccStore>,
+    /// The last snapshot built or installed (kept in memory; rebuilt after a restart).
+    current: Arc<Mutex<Option<SnapshotOf>>>,
+    /// Called after a snapshot replaced the store (wakes the node's watch streams).
+    on_install: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for StateMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateMachine").finish_non_exhaustive()
+    }
+}
+
+/// The column families a snapshot carries: all replicated state, never the log.
+pub(crate) const STATE_COLUMN_FAMILIES: [&str; 4] = MvccStore::COLUMN_FAMILIES;
+
+impl StateMachine {
+    pub(crate) fn new(store: Arc<MvccStore>, on_install: Arc<dyn Fn() + Send + Sync>) -> Self {
+        StateMachine {
+            store,
+            current: Arc::new(Mutex::new(None)),
+            on_install,
+        }
+    }
+
+    fn load_state(&self) -> io::Result<AppliedState> {
+        match self.store.applied().map_err(io_err)? {
+            Some(bytes) => decode_io("applied state", &bytes),
+            None => Ok(AppliedState::default()),
+        }
+    }
+
+    /// Apply one entry in one write transaction (invariant 1).
+    fn apply_one(&self, entry: &Entry, state: &mut AppliedState) -> io::Result<Applied> {
+        state.last_applied = Some(entry.log_id);
+        let request = match &entry.payload {
+            EntryPayload::Blank => None,
+            EntryPayload::Normal(req) => Some(req),
+            EntryPayload::Membership(m) => {
+                state.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                None
+            }
+        };
+        let marker = encode_io("applied state", state)?;
+        let mut txn = self.store.begin().map_err(io_err)?;
+        let mut compact = false;
+        let applied = match request {
+            None => Applied::Internal,
+            Some(req) => match execute(&mut txn, req) {
+                Ok(applied) => {
+                    compact = matches!(req, Request::Compact { .. });
+                    applied
+                }
+                Err(e) if e.is_fatal() => return Err(io_err(e)),
+                Err(e) => {
+                    // Invariant 3: drop every change, keep only the marker.
+                    drop(txn);
+                    txn = self.store.begin().map_err(io_err)?;
+                    Applied::Rejected(Rejection::from(&e))
+                }
+            },
+        };
+        txn.set_applied(&marker);
+        let committed = txn.commit(Durability::Buffered).map_err(io_err)?;
+        if compact {
+            while !self
+                .store
+                .compact_step(COMPACTION_STEP_KEYS_MAX)
+                .map_err(io_err)?
+            {}
+        }
+        Ok(with_revision(applied, committed.revision))
+    }
+}
+
+fn execute(txn: &mut WriteTxn<'_>, req: &Request) -> Result<Applied, StorageError> {
+    Ok(match req {
+        Request::Put(p) => Applied::Put(txn.put(p.clone())?),
+        Request::DeleteRange(d) => Applied::Delete(txn.delete_range(d)?),
+        Request::Txn(t) => Applied::Txn(txn.txn(t)?),
+        Request::Compact { revision } => {
+            txn.compact(*revision)?;
+            Applied::Compact {
+                revision: txn.current_revision(),
+            }
+        }
+    })
+}
+
+/// Responses report the revision the store is at after the entry.
+fn with_revision(applied: Applied, revision: keel_types::Revision) -> Applied {
+    match applied {
+        Applied::Put(mut p) => {
+            p.revision = revision;
+            Applied::Put(p)
+        }
+        Applied::Delete(mut d) => {
+            d.revision = revision;
+            Applied::Delete(d)
+        }
+        Applied::Compact { .. } => Applied::Compact { revision },
+        other => other,
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> io::Result<SnapshotOf> {
+        // Invariant 4: hold the writer so no entry applies between the marker and the view.
+        let (state, chunks) = {
+            let _writer = self.store.begin().map_err(io_err)?;
+            let state = self.load_state()?;
+            let chunks = keel_storage::snapshot::export(
+                self.store.engine(),
+                &STATE_COLUMN_FAMILIES,
+                SNAPSHOT_CHUNK_BYTES_MAX,
+            )
+            .map_err(io_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(io_err)?;
+            (state, chunks)
+        };
+        self.store.engine().sync().map_err(io_err)?;
+        let snapshot = Snapshot {
+            meta: SnapshotMeta {
+                last_log_id: state.last_applied,
+                last_membership: state.membership,
+            },
+            snapshot: SnapshotData { chunks },
+        };
+        *self.current.lock() = Some(snapshot.clone());
+        Ok(snapshot)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
+        let state = self.load_state()?;
+        Ok((state.last_applied, state.membership))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> io::Result<()>
+    where
+        Strm: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + Send,
+    {
+        let mut state = self.load_state()?;
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let applied = self.apply_one(&entry, &mut state)?;
+            if let Some(responder) = responder {
+                responder.send(applied);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Self::SnapshotData,
+    ) -> io::Result<()> {
+        keel_storage::snapshot::verify(snapshot.chunks.iter().cloned().map(Ok)).map_err(io_err)?;
+        self.store
+            .install_snapshot(snapshot.chunks.iter().cloned().map(Ok))
+            .map_err(io_err)?;
+        let state = self.load_state()?;
+        if state.last_applied != meta.last_log_id {
+            return Err(io::Error::other(format!(
+                "snapshot data is at {:?} but its meta says {:?}",
+                state.last_applied, meta.last_log_id
+            )));
+        }
+        *self.current.lock() = Some(Snapshot {
+            meta: meta.clone(),
+            snapshot,
+        });
+        (self.on_install)();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> io::Result<Option<SnapshotOf>> {
+        Ok(self.current.lock().clone())
+    }
+}

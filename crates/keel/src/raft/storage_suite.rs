@@ -1,0 +1,39 @@
+//! openraft's storage conformance suite, run against the log store and state machine on an
+//! in-memory engine.
+
+use super::log_store::LogStore;
+use super::state_machine::StateMachine;
+use super::TypeConfig;
+use keel_storage::engine::{Engine, MemEngine};
+use keel_storage::{DurableLog, MvccStore};
+use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::StorageError;
+use std::sync::Arc;
+
+struct Builder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, ()> for Builder {
+    async fn build(&self) -> Result<((), LogStore, StateMachine), StorageError<TypeConfig>> {
+        let engine: Arc<dyn Engine> = Arc::new(MemEngine::new(&crate::builder::column_families()));
+        let store = Arc::new(MvccStore::open(Arc::clone(&engine)).map_err(io)?);
+        let log = Arc::new(DurableLog::open(Arc::clone(&engine)).map_err(io)?);
+        Ok((
+            (),
+            LogStore::new(log, engine),
+            StateMachine::new(store, Arc::new(|| {})),
+        ))
+    }
+}
+
+fn io(e: keel_storage::StorageError) -> StorageError<TypeConfig> {
+    StorageError::from_io_error(
+        openraft::ErrorSubject::Store,
+        openraft::ErrorVerb::Read,
+        std::io::Error::other(e),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_storage_conformance() {
+    Suite::test_all(Builder).await.unwrap();
+}

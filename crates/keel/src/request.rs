@@ -1,0 +1,446 @@
+//! The replicated request (one Raft log entry's payload) and the result of applying it.
+
+use crate::codec;
+use crate::error::NodeError;
+use crate::limits::REQUEST_BYTES_MAX;
+use keel_storage::mvcc::{
+    DeleteRequest, DeleteResponse, PutRequest, PutResponse, RequestOp, TxnRequest, TxnResponse,
+};
+use keel_storage::StorageError;
+use keel_types::{LeaseId, Revision};
+use serde::{Deserialize, Serialize};
+
+/// One write replicated through Raft and applied by every member as one atomic batch.
+///
+/// Encoded with [`Request::encode`] as a format version byte followed by a compact binary
+/// body; [`Request::decode`] returns typed errors on bad input.
+///
+/// # Examples
+/// ```
+/// use keel::Request;
+/// use keel_storage::mvcc::PutRequest;
+/// let req = Request::Put(PutRequest::new(&b"k"[..], &b"v"[..]));
+/// let bytes = req.encode()?;
+/// assert_eq!(bytes[0], 1);
+/// assert_eq!(Request::decode(&bytes)?, req);
+/// assert!(Request::decode(&[]).is_err());
+/// # Ok::<(), keel::NodeError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Request {
+    /// etcd Put.
+    Put(PutRequest),
+    /// etcd DeleteRange.
+    DeleteRange(DeleteRequest),
+    /// etcd Txn.
+    Txn(TxnRequest),
+    /// etcd Compact: drop history at or below `revision`.
+    Compact {
+        /// The compaction revision.
+        revision: Revision,
+    },
+}
+
+impl Request {
+    /// The versioned encoding.
+    ///
+    /// # Errors
+    /// [`NodeError::Codec`] if the value cannot be encoded.
+    pub fn encode(&self) -> Result<Vec<u8>, NodeError> {
+        codec::encode("request", self)
+    }
+
+    /// Decode [`Request::encode`]'s output.
+    ///
+    /// # Errors
+    /// [`NodeError::Codec`]: empty input, unknown version, malformed or trailing bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, NodeError> {
+        codec::decode("request", bytes)
+    }
+
+    /// The first lease the request attaches keys to, if any.
+    pub(crate) fn first_lease(&self) -> Option<LeaseId> {
+        fn in_ops(ops: &[RequestOp]) -> Option<LeaseId> {
+            ops.iter().find_map(|op| match op {
+                RequestOp::Put(p) => p.lease,
+                RequestOp::Txn(t) => in_ops(&t.success).or_else(|| in_ops(&t.failure)),
+                RequestOp::Range(_) | RequestOp::Delete(_) => None,
+            })
+        }
+        match self {
+            Request::Put(p) => p.lease,
+            Request::Txn(t) => in_ops(&t.success).or_else(|| in_ops(&t.failure)),
+            Request::DeleteRange(_) | Request::Compact { .. } => None,
+        }
+    }
+
+    /// Refuse a request whose encoding exceeds [`REQUEST_BYTES_MAX`].
+    pub(crate) fn check_size(&self) -> Result<(), NodeError> {
+        let len_bytes =
+            postcard::experimental::serialized_size(self).map_err(|e| NodeError::Codec {
+                what: "request",
+                detail: e.to_string(),
+            })? + 1;
+        if len_bytes > REQUEST_BYTES_MAX {
+            return Err(NodeError::RequestTooLarge {
+                len_bytes,
+                max_bytes: REQUEST_BYTES_MAX,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Put(p) => write!(
+                f,
+                "put({} key bytes, {} value bytes)",
+                p.key.len(),
+                p.value.len()
+            ),
+            Request::DeleteRange(d) => write!(f, "delete_range({:?})", d.range),
+            Request::Txn(t) => write!(
+                f,
+                "txn({} compares, {} success ops, {} failure ops)",
+                t.compare.len(),
+                t.success.len(),
+                t.failure.len()
+            ),
+            Request::Compact { revision } => write!(f, "compact({revision})"),
+        }
+    }
+}
+
+/// The result of applying one log entry (openraft's response type).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Applied {
+    /// A blank or membership entry: nothing for a client.
+    Internal,
+    /// A put.
+    Put(PutResponse),
+    /// A delete.
+    Delete(DeleteResponse),
+    /// A txn.
+    Txn(TxnResponse),
+    /// A compaction, scheduled at the given store revision.
+    Compact {
+        /// The store's revision when the compaction was applied.
+        revision: Revision,
+    },
+    /// The store refused the request (deterministically, on every member).
+    Rejected(Rejection),
+}
+
+/// A refusal by the store, in a form that crosses the network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Rejection {
+    EmptyKey,
+    KeyTooLarge {
+        len_bytes: usize,
+        max_bytes: usize,
+    },
+    ValueTooLarge {
+        len_bytes: usize,
+        max_bytes: usize,
+    },
+    RequestTooLarge {
+        len_bytes: usize,
+        max_bytes: usize,
+    },
+    Compacted {
+        requested: Revision,
+        compacted: Revision,
+    },
+    FutureRevision {
+        requested: Revision,
+        current: Revision,
+    },
+    NegativeRevision {
+        value: i64,
+    },
+    TooManyOps {
+        count: usize,
+        max: usize,
+    },
+    DuplicateKey,
+    KeyNotFound,
+    ValueProvided,
+    LeaseProvided,
+    Other {
+        message: String,
+    },
+}
+
+impl From<&StorageError> for Rejection {
+    fn from(e: &StorageError) -> Self {
+        use StorageError as S;
+        match e.clone() {
+            S::EmptyKey => Rejection::EmptyKey,
+            S::KeyTooLarge {
+                len_bytes,
+                max_bytes,
+            } => Rejection::KeyTooLarge {
+                len_bytes,
+                max_bytes,
+            },
+            S::ValueTooLarge {
+                len_bytes,
+                max_bytes,
+            } => Rejection::ValueTooLarge {
+                len_bytes,
+                max_bytes,
+            },
+            S::RequestTooLarge {
+                len_bytes,
+                max_bytes,
+            } => Rejection::RequestTooLarge {
+                len_bytes,
+                max_bytes,
+            },
+            S::Compacted {
+                requested,
+                compacted,
+            } => Rejection::Compacted {
+                requested,
+                compacted,
+            },
+            S::FutureRevision { requested, current } => {
+                Rejection::FutureRevision { requested, current }
+            }
+            S::NegativeRevision { value } => Rejection::NegativeRevision { value },
+            S::TooManyOps { count, max } => Rejection::TooManyOps { count, max },
+            S::DuplicateKey => Rejection::DuplicateKey,
+            S::KeyNotFound => Rejection::KeyNotFound,
+            S::ValueProvided => Rejection::ValueProvided,
+            S::LeaseProvided => Rejection::LeaseProvided,
+            other => Rejection::Other {
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+impl From<Rejection> for NodeError {
+    fn from(r: Rejection) -> Self {
+        use StorageError as S;
+        let e = match r {
+            Rejection::EmptyKey => S::EmptyKey,
+            Rejection::KeyTooLarge {
+                len_bytes,
+                max_bytes,
+            } => S::KeyTooLarge {
+                len_bytes,
+                max_bytes,
+            },
+            Rejection::ValueTooLarge {
+                len_bytes,
+                max_bytes,
+            } => S::ValueTooLarge {
+                len_bytes,
+                max_bytes,
+            },
+            Rejection::RequestTooLarge {
+                len_bytes,
+                max_bytes,
+            } => S::RequestTooLarge {
+                len_bytes,
+                max_bytes,
+            },
+            Rejection::Compacted {
+                requested,
+                compacted,
+            } => S::Compacted {
+                requested,
+                compacted,
+            },
+            Rejection::FutureRevision { requested, current } => {
+                S::FutureRevision { requested, current }
+            }
+            Rejection::NegativeRevision { value } => S::NegativeRevision { value },
+            Rejection::TooManyOps { count, max } => S::TooManyOps { count, max },
+            Rejection::DuplicateKey => S::DuplicateKey,
+            Rejection::KeyNotFound => S::KeyNotFound,
+            Rejection::ValueProvided => S::ValueProvided,
+            Rejection::LeaseProvided => S::LeaseProvided,
+            Rejection::Other { message } => return NodeError::Refused { message },
+        };
+        NodeError::Rejected(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use keel_storage::mvcc::{Compare, CompareOp, CompareTarget, RangeRequest, RequestOp};
+    use keel_types::{KeyRange, LeaseId};
+    use proptest::prelude::*;
+
+    fn bytes() -> impl Strategy<Value = Bytes> {
+        proptest::collection::vec(any::<u8>(), 0..16).prop_map(Bytes::from)
+    }
+
+    fn range() -> impl Strategy<Value = KeyRange> {
+        prop_oneof![
+            bytes().prop_map(KeyRange::Key),
+            (bytes(), bytes()).prop_map(|(start, end)| KeyRange::Span { start, end }),
+            bytes().prop_map(KeyRange::FromKey),
+        ]
+    }
+
+    fn put() -> impl Strategy<Value = PutRequest> {
+        (
+            bytes(),
+            bytes(),
+            proptest::option::of(1i64..1000),
+            any::<[bool; 3]>(),
+        )
+            .prop_map(
+                |(k, v, lease, [prev_kv, ignore_value, ignore_lease])| PutRequest {
+                    lease: lease.and_then(LeaseId::new),
+                    prev_kv,
+                    ignore_value,
+                    ignore_lease,
+                    ..PutRequest::new(k, v)
+                },
+            )
+    }
+
+    fn delete() -> impl Strategy<Value = DeleteRequest> {
+        (range(), any::<bool>()).prop_map(|(range, prev_kv)| DeleteRequest { range, prev_kv })
+    }
+
+    fn get() -> impl Strategy<Value = RangeRequest> {
+        (
+            range(),
+            proptest::option::of(1u64..100),
+            proptest::option::of(1usize..10),
+            any::<bool>(),
+        )
+            .prop_map(|(r, rev, limit, keys_only)| RangeRequest {
+                revision: rev.map(Revision::new),
+                limit,
+                keys_only,
+                ..RangeRequest::new(r)
+            })
+    }
+
+    fn compare() -> impl Strategy<Value = Compare> {
+        let target = prop_oneof![
+            any::<u64>().prop_map(CompareTarget::Version),
+            any::<u64>().prop_map(|r| CompareTarget::Mod(Revision::new(r))),
+            bytes().prop_map(CompareTarget::Value),
+            proptest::option::of(1i64..10)
+                .prop_map(|l| CompareTarget::Lease(l.and_then(LeaseId::new))),
+        ];
+        let op = prop_oneof![
+            Just(CompareOp::Equal),
+            Just(CompareOp::NotEqual),
+            Just(CompareOp::Less),
+            Just(CompareOp::Greater)
+        ];
+        (range(), op, target).prop_map(|(range, op, target)| Compare { range, op, target })
+    }
+
+    fn op() -> impl Strategy<Value = RequestOp> {
+        prop_oneof![
+            get().prop_map(RequestOp::Range),
+            put().prop_map(RequestOp::Put),
+            delete().prop_map(RequestOp::Delete),
+        ]
+    }
+
+    fn flat_txn() -> impl Strategy<Value = TxnRequest> {
+        (
+            proptest::collection::vec(compare(), 0..3),
+            proptest::collection::vec(op(), 0..3),
+            proptest::collection::vec(op(), 0..3),
+        )
+            .prop_map(|(compare, success, failure)| TxnRequest {
+                compare,
+                success,
+                failure,
+            })
+    }
+
+    fn txn() -> impl Strategy<Value = TxnRequest> {
+        (flat_txn(), flat_txn()).prop_map(|(mut outer, inner)| {
+            outer.success.push(RequestOp::Txn(inner));
+            outer
+        })
+    }
+
+    fn request() -> impl Strategy<Value = Request> {
+        prop_oneof![
+            put().prop_map(Request::Put),
+            delete().prop_map(Request::DeleteRange),
+            txn().prop_map(Request::Txn),
+            any::<u64>().prop_map(|r| Request::Compact {
+                revision: Revision::new(r)
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn request_round_trips(req in request()) {
+            let bytes = req.encode().unwrap();
+            prop_assert_eq!(bytes[0], codec::FORMAT_VERSION);
+            prop_assert_eq!(Request::decode(&bytes).unwrap(), req);
+        }
+
+        #[test]
+        fn truncated_or_garbage_input_is_an_error_not_a_panic(
+            req in request(), cut in 0usize..64, garbage in proptest::collection::vec(any::<u8>(), 0..64)
+        ) {
+            let bytes = req.encode().unwrap();
+            let cut = cut.min(bytes.len().saturating_sub(1));
+            prop_assert!(Request::decode(&bytes[..cut]).is_err());
+            let _ = Request::decode(&garbage);
+        }
+    }
+
+    #[test]
+    fn rejections_round_trip_into_storage_errors() {
+        let e = StorageError::Compacted {
+            requested: Revision::new(2),
+            compacted: Revision::new(5),
+        };
+        assert_eq!(NodeError::from(Rejection::from(&e)), NodeError::Rejected(e));
+    }
+
+    #[test]
+    fn leases_are_found_in_nested_txns() {
+        let leased = PutRequest {
+            lease: LeaseId::new(7),
+            ..PutRequest::new(&b"k"[..], &b"v"[..])
+        };
+        let inner = TxnRequest {
+            failure: vec![RequestOp::Put(leased)],
+            ..TxnRequest::default()
+        };
+        let outer = Request::Txn(TxnRequest {
+            success: vec![RequestOp::Txn(inner)],
+            ..TxnRequest::default()
+        });
+        assert_eq!(outer.first_lease(), LeaseId::new(7));
+        assert_eq!(
+            Request::Put(PutRequest::new(&b"k"[..], &b"v"[..])).first_lease(),
+            None
+        );
+    }
+
+    #[test]
+    fn oversized_request_is_refused_before_proposal() {
+        let big = Request::Put(PutRequest::new(&b"k"[..], vec![0u8; REQUEST_BYTES_MAX]));
+        assert!(matches!(
+            big.check_size(),
+            Err(NodeError::RequestTooLarge { .. })
+        ));
+        let small = Request::Put(PutRequest::new(&b"k"[..], &b"v"[..]));
+        assert!(small.check_size().is_ok());
+    }
+}

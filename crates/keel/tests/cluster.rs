@@ -1,0 +1,208 @@
+//! A 3-member cluster over `InMemoryNetwork`: forwarding, follower reads, failover, minority.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
+
+use keel::{InMemoryNetwork, Node, NodeBuilder, NodeError, ReadConsistency, Timings};
+use keel_storage::mvcc::RangeRequest;
+use keel_types::{KeyRange, MemberId};
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+fn timings() -> Timings {
+    Timings {
+        heartbeat_interval: Duration::from_millis(50),
+        election_timeout: Duration::from_millis(300),
+        request_timeout: Duration::from_secs(2),
+    }
+}
+
+async fn cluster(net: &InMemoryNetwork, dirs: &[tempfile::TempDir]) -> Vec<Node> {
+    let ids: Vec<MemberId> = (1..=3).map(MemberId::new).collect();
+    let mut nodes = Vec::new();
+    for (id, dir) in ids.iter().zip(dirs) {
+        let node = NodeBuilder::new(*id)
+            .name(format!("n{id}"))
+            .data_dir(dir.path())
+            .initial_members(ids.iter().map(|i| (*i, format!("n{i}"))))
+            .network(net.endpoint(*id))
+            .timings(timings())
+            .start()
+            .await
+            .unwrap();
+        net.register(*id, node.peer_handler());
+        nodes.push(node);
+    }
+    nodes
+}
+
+/// Wait until every node in `nodes` agrees on one leader among them.
+async fn agreed_leader(nodes: &[&Node]) -> MemberId {
+    let work = async {
+        loop {
+            let mut leaders = Vec::new();
+            for n in nodes {
+                leaders.push(n.wait_for_leader(DEADLINE).await.unwrap());
+            }
+            let first = leaders[0];
+            if leaders.iter().all(|l| *l == first) && nodes.iter().any(|n| n.id() == first) {
+                return first;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(DEADLINE, work)
+        .await
+        .expect("no agreed leader")
+}
+
+fn by_id(nodes: &[Node], id: MemberId) -> &Node {
+    nodes.iter().find(|n| n.id() == id).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_follower_reads_failover_and_minority() {
+    let net = InMemoryNetwork::new();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = cluster(&net, &dirs).await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    let leader_id = agreed_leader(&all).await;
+    let leader = by_id(&nodes, leader_id);
+    let followers: Vec<&Node> = nodes.iter().filter(|n| n.id() != leader_id).collect();
+    assert_eq!(leader.members().await.unwrap().len(), 3);
+
+    // A write on the leader, read linearizably on a follower.
+    let w1 = leader.put(&b"a"[..], &b"1"[..]).await.unwrap();
+    let r = followers[0].get(&b"a"[..]).await.unwrap();
+    assert_eq!(r.body.unwrap().value.as_ref(), b"1");
+    assert_eq!(r.header.member_id, followers[0].id());
+    assert!(r.header.revision >= w1.header.revision);
+
+    // A write on a follower is forwarded to the leader; the other follower sees it.
+    let w2 = followers[0].put(&b"b"[..], &b"2"[..]).await.unwrap();
+    assert_eq!(w2.header.revision, w1.header.revision.next());
+    let r = followers[1].get(&b"b"[..]).await.unwrap();
+    assert_eq!(r.body.unwrap().value.as_ref(), b"2");
+
+    // Isolate the leader: the other two elect a new leader and keep writing.
+    net.isolate(leader_id);
+    let majority: Vec<&Node> = followers.clone();
+    let new_leader_id = agreed_leader(&majority).await;
+    assert_ne!(new_leader_id, leader_id);
+    let w3 = followers[0].put(&b"c"[..], &b"3"[..]).await.unwrap();
+    assert!(w3.header.raft_term > w1.header.raft_term);
+    let w4 = followers[1].put(&b"d"[..], &b"4"[..]).await.unwrap();
+    assert!(w4.header.revision > w3.header.revision);
+    let r = followers[1]
+        .range(
+            &RangeRequest::new(KeyRange::all()),
+            ReadConsistency::Linearizable,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.body.count, 4);
+
+    // The isolated old leader is a minority: it can neither write nor read linearizably, and
+    // it answers within its deadline.
+    let err = leader.put(&b"lost"[..], &b"x"[..]).await.unwrap_err();
+    assert_eq!(err, NodeError::Timeout);
+    let err = leader.get(&b"a"[..]).await.unwrap_err();
+    assert_eq!(err, NodeError::Timeout);
+    // A serializable read still answers from local (stale) state.
+    let stale = leader
+        .range(
+            &RangeRequest::new(KeyRange::all()),
+            ReadConsistency::Serializable,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stale.body.count, 2);
+
+    // Heal: the old leader rejoins as a follower and catches up.
+    net.heal();
+    let leader_now = agreed_leader(&all).await;
+    assert_ne!(leader_now, leader_id);
+    let r = leader.get(&b"d"[..]).await.unwrap();
+    assert_eq!(r.body.unwrap().value.as_ref(), b"4");
+    let r = leader
+        .range(
+            &RangeRequest::new(KeyRange::key(&b"lost"[..])),
+            ReadConsistency::Linearizable,
+        )
+        .await
+        .unwrap();
+    assert!(
+        r.body.kvs.len() <= 1,
+        "a timed-out write may or may not apply, at most once"
+    );
+
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_cluster_restarts_from_disk() {
+    let net = InMemoryNetwork::new();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = cluster(&net, &dirs).await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    agreed_leader(&all).await;
+    let mut last = None;
+    for i in 0..20u8 {
+        let n = &nodes[usize::from(i) % 3];
+        last = Some(n.put(vec![b'k', i], vec![i]).await.unwrap().header.revision);
+    }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+    let net = InMemoryNetwork::new();
+    let nodes = cluster(&net, &dirs).await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    agreed_leader(&all).await;
+    for n in &nodes {
+        let r = n
+            .range(
+                &RangeRequest::new(KeyRange::all()),
+                ReadConsistency::Linearizable,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.body.count, 20);
+        assert_eq!(Some(r.header.revision), last);
+    }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_and_reads_work_over_slow_asymmetric_links() {
+    let net = InMemoryNetwork::new();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = cluster(&net, &dirs).await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    agreed_leader(&all).await;
+    for a in &nodes {
+        for b in &nodes {
+            if a.id() != b.id() {
+                let ms = 5 * (a.id().get() + 2 * b.id().get());
+                net.delay(a.id(), b.id(), Duration::from_millis(ms));
+            }
+        }
+    }
+    let mut last = None;
+    for i in 0..10u8 {
+        let n = &nodes[usize::from(i) % 3];
+        let r = n.put(&b"k"[..], vec![i]).await.unwrap();
+        assert!(last.is_none_or(|l| r.header.revision > l));
+        last = Some(r.header.revision);
+        for reader in &nodes {
+            let got = reader.get(&b"k"[..]).await.unwrap();
+            assert_eq!(got.body.unwrap().value.as_ref(), &[i]);
+        }
+    }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
