@@ -1,73 +1,141 @@
-//! The README's main example: keel's storage on a local data directory.
+//! The README's main example: one embedded keel node on a local data directory.
 //!
-//! Until the replicated `Node` lands (see the tracker), this exercises the storage crate
-//! directly: an MVCC store on RocksDB in `./keel-data` with puts, reads at old revisions,
-//! a compare-and-swap txn, a watch and compaction.
+//! Starts a single-member cluster (no network needed) in `./keel-data` (or the directory given
+//! as the first argument), then: put, linearizable get, a read at an older revision, a
+//! compare-and-swap txn, and a watch that sees the changes. Run it twice: the second run
+//! restarts from the same directory and finds the first run's data.
 //!
-//! Run: `cargo run -p keel-examples --example quickstart` (add a directory argument to use
-//! another data directory).
+//! Run: `cargo run -p keel-examples --example quickstart`
 
-use keel_storage::engine::{RocksEngine, RocksOptions};
+use futures::StreamExt;
+use keel::{NodeBuilder, NodeError, ReadConsistency};
 use keel_storage::mvcc::{
     Compare, CompareOp, CompareTarget, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 use keel_storage::watch::WatchSpec;
-use keel_storage::{MvccStore, StorageError};
-use keel_types::{KeyRange, Revision};
-use std::sync::Arc;
+use keel_types::{KeyRange, MemberId};
+use std::time::Duration;
 
-fn main() -> Result<(), StorageError> {
+/// How long the example waits for its watch events before giving up.
+const WATCH_DEADLINE: Duration = Duration::from_secs(5);
+
+#[tokio::main]
+async fn main() -> Result<(), NodeError> {
     let dir = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "keel-data".to_string());
-    let engine = RocksEngine::open(&dir, &RocksOptions::new(&MvccStore::COLUMN_FAMILIES))?;
-    let store = Arc::new(MvccStore::open(Arc::new(engine))?);
-    println!("opened {dir} at revision {}", store.current_revision()?);
+    let node = NodeBuilder::new(MemberId::new(1))
+        .name("quickstart")
+        .data_dir(&dir)
+        .start()
+        .await?;
+    let status = node.status().await?;
+    println!(
+        "started member {} of cluster {} in {dir} at revision {} (raft index {})",
+        node.id(),
+        node.cluster_id(),
+        status.header.revision,
+        status.raft_index
+    );
+    if let Some(previous) = node.get(&b"config/runs"[..]).await?.body {
+        println!(
+            "found data of an earlier run: config/runs = {}",
+            String::from_utf8_lossy(&previous.value)
+        );
+    }
+    let result = run(&node).await;
+    node.shutdown().await;
+    println!("shut down");
+    result
+}
 
-    let mut watcher = store.watch(WatchSpec {
-        prev_kv: true,
-        ..WatchSpec::new(KeyRange::prefix(&b"config/"[..]))
-    })?;
+async fn run(node: &keel::Node) -> Result<(), NodeError> {
+    let mut watch = node
+        .watch(WatchSpec {
+            prev_kv: true,
+            ..WatchSpec::new(KeyRange::prefix(&b"config/"[..]))
+        })
+        .await?;
 
-    let first = store.put(PutRequest::new(&b"config/greeting"[..], &b"hello"[..]))?;
-    store.put(PutRequest::new(
-        &b"config/greeting"[..],
-        &b"hello, keel"[..],
-    ))?;
+    let first = node.put(&b"config/greeting"[..], &b"hello"[..]).await?;
+    node.put(&b"config/greeting"[..], &b"hello, keel"[..])
+        .await?;
     println!(
         "put config/greeting twice (first at revision {})",
-        first.revision
+        first.header.revision
     );
 
-    let now = store.range(&RangeRequest::new(KeyRange::key(&b"config/greeting"[..])))?;
-    let then = store.range(&RangeRequest {
-        revision: Some(first.revision),
-        ..RangeRequest::new(KeyRange::key(&b"config/greeting"[..]))
-    })?;
+    let now = node.get(&b"config/greeting"[..]).await?;
+    let then = node
+        .range(
+            &RangeRequest {
+                revision: Some(first.header.revision),
+                ..RangeRequest::new(KeyRange::key(&b"config/greeting"[..]))
+            },
+            ReadConsistency::Linearizable,
+        )
+        .await?;
+    let latest = now.body.ok_or_else(|| missing("config/greeting"))?;
+    let old = then
+        .body
+        .kvs
+        .first()
+        .ok_or_else(|| missing("config/greeting at the first revision"))?;
     println!(
         "latest = {:?}, at revision {} = {:?}",
-        String::from_utf8_lossy(&now.kvs[0].value),
-        first.revision,
-        String::from_utf8_lossy(&then.kvs[0].value)
+        String::from_utf8_lossy(&latest.value),
+        first.header.revision,
+        String::from_utf8_lossy(&old.value)
     );
 
-    // Compare-and-swap: only if nobody changed the key since we read it.
-    let cas = store.txn(&TxnRequest {
-        compare: vec![Compare {
-            range: KeyRange::key(&b"config/greeting"[..]),
-            op: CompareOp::Equal,
-            target: CompareTarget::Mod(now.kvs[0].mod_revision),
-        }],
-        success: vec![RequestOp::Put(PutRequest::new(
-            &b"config/greeting"[..],
-            &b"swapped"[..],
-        ))],
-        failure: vec![],
-    })?;
-    println!("compare-and-swap succeeded: {}", cas.succeeded);
+    // Compare-and-swap: only if nobody changed the key since we read it; also count runs.
+    let runs = node
+        .get(&b"config/runs"[..])
+        .await?
+        .body
+        .and_then(|kv| String::from_utf8_lossy(&kv.value).parse::<u64>().ok())
+        .unwrap_or(0);
+    let cas = node
+        .txn(TxnRequest {
+            compare: vec![Compare {
+                range: KeyRange::key(&b"config/greeting"[..]),
+                op: CompareOp::Equal,
+                target: CompareTarget::Mod(latest.mod_revision),
+            }],
+            success: vec![
+                RequestOp::Put(PutRequest::new(&b"config/greeting"[..], &b"swapped"[..])),
+                RequestOp::Put(PutRequest::new(&b"config/runs"[..], (runs + 1).to_string())),
+            ],
+            failure: vec![],
+        })
+        .await?;
+    println!(
+        "compare-and-swap succeeded: {} (revision {}); this is run {}",
+        cas.body.succeeded,
+        cas.header.revision,
+        runs + 1
+    );
 
-    while let Some(batch) = watcher.poll()? {
-        for e in batch.events {
+    // Four changes under config/: two puts, then the txn's two puts in one revision.
+    print_events(&mut watch, 4).await
+}
+
+/// Print the watch's events until `count` arrived (or the deadline passed).
+async fn print_events(watch: &mut keel::WatchStream, count: usize) -> Result<(), NodeError> {
+    let mut seen = 0;
+    let deadline = tokio::time::sleep(WATCH_DEADLINE);
+    tokio::pin!(deadline);
+    while seen < count {
+        let batch = tokio::select! {
+            batch = watch.next() => batch,
+            () = &mut deadline => {
+                println!("watch: deadline passed after {seen} events");
+                return Err(NodeError::Timeout);
+            }
+        };
+        let Some(batch) = batch else { break };
+        for e in batch?.body.events {
+            seen += 1;
             println!(
                 "watch: {:?} {} = {:?} (revision {}, previous {:?})",
                 e.kind,
@@ -79,20 +147,11 @@ fn main() -> Result<(), StorageError> {
             );
         }
     }
-
-    let current = store.current_revision()?;
-    let compact_to = Revision::new(current.get().saturating_sub(1).max(1));
-    match store.compact(compact_to, true) {
-        Ok(_) => println!("compacted up to revision {compact_to}"),
-        Err(StorageError::Compacted { compacted, .. }) => {
-            println!("already compacted at revision {compacted}")
-        }
-        Err(e) => return Err(e),
-    }
-    let hash = store.hash_kv(None)?;
-    println!(
-        "hash of the keyspace at revision {}: {:08x}",
-        hash.revision, hash.hash
-    );
     Ok(())
+}
+
+fn missing(what: &str) -> NodeError {
+    NodeError::Refused {
+        message: format!("{what} is missing"),
+    }
 }

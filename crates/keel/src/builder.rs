@@ -7,7 +7,9 @@ use crate::limits::{
     SNAPSHOT_CATCH_UP_ENTRIES_DEFAULT, SNAPSHOT_ENTRIES_DEFAULT,
 };
 use crate::node::Node;
-use crate::raft::{Consensus, ConsensusConfig, Network, NoNetwork};
+use crate::raft::{
+    fetch_members, verify_added, Consensus, ConsensusConfig, MemberNode, Network, NoNetwork,
+};
 use crate::watch::WatchRegistry;
 use keel_storage::engine::{Durability, Engine, MemEngine};
 use keel_storage::{DurableLog, MvccLimits, MvccStore, LOG_CF};
@@ -89,8 +91,14 @@ pub struct NodeBuilder {
     storage: Storage,
     network: Option<Arc<dyn Network>>,
     initial_members: BTreeMap<MemberId, String>,
+    peer_urls: Vec<String>,
+    join: Option<Vec<MemberId>>,
     timings: Timings,
     snapshots: SnapshotPolicy,
+    /// Time for the lessor (lease deadlines); the Raft timers use the runtime's time.
+    clock: Arc<dyn keel_types::Clock>,
+    /// The lessor's configuration; `None`: the default with the Raft election timeout.
+    lessor: Option<keel_lease::LessorConfig>,
 }
 
 impl std::fmt::Debug for NodeBuilder {
@@ -112,9 +120,28 @@ impl NodeBuilder {
             storage: Storage::Memory,
             network: None,
             initial_members: BTreeMap::new(),
+            peer_urls: Vec::new(),
+            join: None,
             timings: Timings::default(),
             snapshots: SnapshotPolicy::default(),
+            clock: Arc::new(keel_types::SystemClock::new()),
+            lessor: None,
         }
+    }
+
+    /// The clock lease deadlines are measured with (default: [`keel_types::SystemClock`]).
+    /// Tests and simulations inject a [`keel_types::ManualClock`].
+    pub fn clock(mut self, clock: Arc<dyn keel_types::Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The lessor's configuration (tick, checkpoint interval, expiry retry, id seed). Default:
+    /// keel-lease's defaults with the election timeout of [`NodeBuilder::timings`]. Every member
+    /// of a cluster must use the same `election_timeout` and `id_seed`.
+    pub fn lessor_config(mut self, config: keel_lease::LessorConfig) -> Self {
+        self.lessor = Some(config);
+        self
     }
 
     /// The member's human-readable name (default `member-<id>`).
@@ -152,6 +179,25 @@ impl NodeBuilder {
         self
     }
 
+    /// How other members reach this one (default: `unix://<name>`, an in-process address).
+    /// Recorded in the member records; a joining member must give the URLs it was added with.
+    pub fn peer_urls(mut self, urls: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.peer_urls = urls.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Join a running cluster instead of forming one (etcd's
+    /// `--initial-cluster-state=existing`): the member must first have been added with
+    /// [`Node::member_add`] under this id, name and peer URLs. On the first start the node asks
+    /// `contacts` for the cluster id and member records, verifies it was added (same name and
+    /// peer URLs), records the cluster id and never initializes a configuration; it then
+    /// catches up from the leader by log or snapshot once registered with the network. On a
+    /// later start (the data directory has a cluster id) it just restarts.
+    pub fn join_existing(mut self, contacts: impl IntoIterator<Item = MemberId>) -> Self {
+        self.join = Some(contacts.into_iter().collect());
+        self
+    }
+
     /// The node's timings.
     pub fn timings(mut self, timings: Timings) -> Self {
         self.timings = timings;
@@ -172,21 +218,110 @@ impl NodeBuilder {
     /// [`NodeError::ClusterMismatch`] (the data belongs to another cluster), storage or
     /// consensus failure.
     pub async fn start(self) -> Result<Node, NodeError> {
+        let me = self.self_node()?;
+        let members = match &self.join {
+            Some(_) => BTreeMap::new(),
+            None => self.first_members(&me)?,
+        };
+        let network = self.network.clone().unwrap_or_else(|| Arc::new(NoNetwork));
+        let engine = open_engine(self.storage)?;
+        let store = Arc::new(MvccStore::open_with(
+            Arc::clone(&engine),
+            MvccLimits::default(),
+            Durability::Buffered,
+        )?);
+        let log = Arc::new(DurableLog::open(Arc::clone(&engine))?);
+        let lessor_config = self.lessor.clone().unwrap_or(keel_lease::LessorConfig {
+            election_timeout: self.timings.election_timeout,
+            ..keel_lease::LessorConfig::default()
+        });
+        let lease = Arc::new(
+            crate::lease::LeaseState::open(engine.as_ref(), lessor_config, Arc::clone(&self.clock))
+                .map_err(NodeError::Lease)?,
+        );
+        let cluster_id = match &self.join {
+            None => {
+                let id = keel_membership::cluster_id_of(members.keys().copied());
+                check_cluster_id(&log, id)?;
+                id
+            }
+            Some(contacts) => {
+                join_cluster(
+                    &log,
+                    &*network,
+                    contacts,
+                    self.id,
+                    &me,
+                    self.timings.request_timeout,
+                )
+                .await?
+            }
+        };
+        let config = ConsensusConfig {
+            id: self.id,
+            initial_members: members,
+            join: self.join.is_some(),
+            cluster_id,
+            heartbeat_interval: self.timings.heartbeat_interval,
+            election_timeout: self.timings.election_timeout,
+            recovery_timeout: self.timings.request_timeout,
+            snapshot_entries_between: self.snapshots.entries_between,
+            snapshot_catch_up_entries: self.snapshots.catch_up_entries,
+            lease: Arc::clone(&lease),
+        };
+        let watches = Arc::new(WatchRegistry::default());
+        let wake = Arc::clone(&watches);
+        let on_install = Arc::new(move || wake.wake_all());
+        let consensus =
+            Consensus::start(config, engine, Arc::clone(&store), log, network, on_install).await?;
+        consensus.spawn_lease_driver(Arc::clone(&lease), self.timings.request_timeout);
+        Ok(Node::new(
+            self.id,
+            cluster_id,
+            self.timings.request_timeout,
+            consensus,
+            store,
+            lease,
+            watches,
+        ))
+    }
+
+    /// This member's record: its name (given, from the initial members, or `member-<id>`) and
+    /// its peer URLs, validated and normalized as the member records keep them.
+    fn self_node(&self) -> Result<MemberNode, NodeError> {
         let name = self
             .name
             .clone()
+            .or_else(|| self.initial_members.get(&self.id).cloned())
             .unwrap_or_else(|| format!("member-{}", self.id));
-        let mut members = self.initial_members.clone();
-        if members.is_empty() {
-            members.insert(self.id, name.clone());
+        let peer_urls = if self.peer_urls.is_empty() {
+            vec![default_peer_url(&name)]
+        } else {
+            self.peer_urls.clone()
+        };
+        // Validated and normalized as the member records keep them.
+        let peer_urls = peer_urls
+            .iter()
+            .map(|u| keel_membership::MemberUrl::parse(u).map(|u| u.as_str().to_owned()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(NodeError::Reconfig)?;
+        Ok(MemberNode { name, peer_urls })
+    }
+
+    /// The first configuration's members (this one with its peer URLs, the others at their
+    /// default URLs), checking that this member is among them under its name.
+    fn first_members(&self, me: &MemberNode) -> Result<BTreeMap<MemberId, MemberNode>, NodeError> {
+        let mut names = self.initial_members.clone();
+        if names.is_empty() {
+            names.insert(self.id, me.name.clone());
         }
-        match members.get(&self.id) {
-            Some(n) if *n == name || self.name.is_none() => {}
+        match names.get(&self.id) {
+            Some(n) if *n == me.name => {}
             Some(n) => {
                 return Err(NodeError::Config {
                     detail: format!(
-                        "member {} is named {n:?} in the initial members, not {name:?}",
-                        self.id
+                        "member {} is named {n:?} in the initial members, not {:?}",
+                        self.id, me.name
                     ),
                 })
             }
@@ -196,39 +331,49 @@ impl NodeBuilder {
                 })
             }
         }
-        let engine = open_engine(self.storage)?;
-        let store = Arc::new(MvccStore::open_with(
-            Arc::clone(&engine),
-            MvccLimits::default(),
-            Durability::Buffered,
-        )?);
-        let log = Arc::new(DurableLog::open(Arc::clone(&engine))?);
-        let cluster_id = keel_membership::cluster_id_of(members.keys().copied());
-        check_cluster_id(&log, cluster_id)?;
-        let config = ConsensusConfig {
-            id: self.id,
-            initial_members: members,
-            heartbeat_interval: self.timings.heartbeat_interval,
-            election_timeout: self.timings.election_timeout,
-            recovery_timeout: self.timings.request_timeout,
-            snapshot_entries_between: self.snapshots.entries_between,
-            snapshot_catch_up_entries: self.snapshots.catch_up_entries,
-        };
-        let network = self.network.unwrap_or_else(|| Arc::new(NoNetwork));
-        let watches = Arc::new(WatchRegistry::default());
-        let wake = Arc::clone(&watches);
-        let on_install = Arc::new(move || wake.wake_all());
-        let consensus =
-            Consensus::start(config, engine, Arc::clone(&store), log, network, on_install).await?;
-        Ok(Node::new(
-            self.id,
-            cluster_id,
-            self.timings.request_timeout,
-            consensus,
-            store,
-            watches,
-        ))
+        Ok(names
+            .into_iter()
+            .map(|(id, name)| {
+                let node = if id == self.id {
+                    MemberNode {
+                        name,
+                        peer_urls: me.peer_urls.clone(),
+                    }
+                } else {
+                    MemberNode {
+                        peer_urls: vec![default_peer_url(&name)],
+                        name,
+                    }
+                };
+                (id, node)
+            })
+            .collect())
     }
+}
+
+/// The peer URL of a member that gave none: an in-process address derived from its name.
+fn default_peer_url(name: &str) -> String {
+    format!("unix://{name}")
+}
+
+/// The join check (see [`NodeBuilder::join_existing`]): a data directory that already has a
+/// cluster id restarts as is; otherwise fetch the records, verify this member was added,
+/// record the cluster id.
+async fn join_cluster(
+    log: &DurableLog,
+    network: &dyn Network,
+    contacts: &[MemberId],
+    id: MemberId,
+    me: &MemberNode,
+    deadline: Duration,
+) -> Result<ClusterId, NodeError> {
+    if let Some(bytes) = log.meta(META_CLUSTER_ID)? {
+        return codec::decode("cluster id", &bytes);
+    }
+    let (cluster_id, members) = fetch_members(network, contacts, id, deadline).await?;
+    verify_added(cluster_id, &members, id, &me.name, &me.peer_urls).map_err(NodeError::Reconfig)?;
+    check_cluster_id(log, cluster_id)?;
+    Ok(cluster_id)
 }
 
 fn open_engine(storage: Storage) -> Result<Arc<dyn Engine>, NodeError> {
@@ -265,5 +410,7 @@ fn check_cluster_id(log: &DurableLog, expected: ClusterId) -> Result<(), NodeErr
 pub(crate) fn column_families() -> Vec<&'static str> {
     let mut cfs: Vec<&'static str> = MvccStore::COLUMN_FAMILIES.to_vec();
     cfs.push(LOG_CF);
+    cfs.push(keel_membership::schema::MEMBERS_CF);
+    cfs.push(keel_lease::LEASE_CF);
     cfs
 }

@@ -8,7 +8,9 @@ use keel_types::{ClusterId, LeaseId, MemberId};
 /// API errors (the request was refused or did not finish in time; the node keeps serving):
 /// [`NodeError::Timeout`], [`NodeError::Rejected`], [`NodeError::Refused`],
 /// [`NodeError::RequestTooLarge`], [`NodeError::Unreachable`], [`NodeError::Network`],
-/// [`NodeError::Config`], [`NodeError::ClusterMismatch`], [`NodeError::Codec`].
+/// [`NodeError::Config`], [`NodeError::ClusterMismatch`], [`NodeError::Codec`],
+/// [`NodeError::Reconfig`] (unless its error is fatal), [`NodeError::ReconfigRefused`],
+/// [`NodeError::NotLeader`].
 /// Fatal errors (the node stopped or its storage failed; see [`NodeError::is_fatal`]):
 /// [`NodeError::Stopped`], [`NodeError::Storage`], [`NodeError::Raft`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,13 +30,17 @@ pub enum NodeError {
         /// The store's message.
         message: String,
     },
-    /// The request names a lease this cluster does not have. (Leases are not wired into the
-    /// node yet, so every lease is unknown.)
+    /// The request names a lease this cluster does not have (put with a lease, revoke,
+    /// keep-alive, time-to-live).
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound {
         /// The lease named.
         lease: LeaseId,
     },
+    /// The lessor refused a grant (lease already exists, TTL too large or not positive, too
+    /// many leases), with etcd's text.
+    #[error(transparent)]
+    Lease(keel_lease::LeaseError),
     /// The encoded request exceeds [`crate::limits::REQUEST_BYTES_MAX`].
     #[error("etcdserver: request is too large")]
     RequestTooLarge {
@@ -77,6 +83,23 @@ pub enum NodeError {
         /// What is wrong with it.
         detail: String,
     },
+    /// keel-membership refused a membership change or a join (etcd's texts, e.g.
+    /// "etcdserver: re-configuration failed due to not enough started members"), or member
+    /// records could not be read.
+    #[error(transparent)]
+    Reconfig(keel_membership::MembershipError),
+    /// The consensus engine refused a membership change (e.g. another change is in progress).
+    #[error("etcdserver: re-configuration refused: {detail}")]
+    ReconfigRefused {
+        /// openraft's reason.
+        detail: String,
+    },
+    /// The call must be served by the leader and this member is not it.
+    #[error("etcdserver: not leader")]
+    NotLeader {
+        /// The leader this member knows, if any.
+        leader: Option<MemberId>,
+    },
     /// The node was shut down (or never finished starting).
     #[error("etcdserver: server stopped")]
     Stopped,
@@ -94,10 +117,17 @@ pub enum NodeError {
 impl NodeError {
     /// True for errors after which the node no longer serves (restart it).
     pub fn is_fatal(&self) -> bool {
-        matches!(
-            self,
-            NodeError::Stopped | NodeError::Storage(_) | NodeError::Raft { .. }
-        )
+        match self {
+            NodeError::Stopped | NodeError::Storage(_) | NodeError::Raft { .. } => true,
+            NodeError::Reconfig(e) => e.is_fatal(),
+            NodeError::Lease(e) => e.is_fatal(),
+            _ => false,
+        }
+    }
+
+    /// A membership error (a refusal, or a storage failure while reading records).
+    pub(crate) fn from_membership(e: keel_membership::MembershipError) -> Self {
+        NodeError::Reconfig(e)
     }
 
     /// Sort a storage error into API (refused request) or fatal (storage failed).

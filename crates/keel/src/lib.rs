@@ -8,10 +8,22 @@
 //! ([`WatchStream`]), and a small pluggable [`Network`] trait with an in-process
 //! implementation ([`InMemoryNetwork`]) that can partition, isolate, block and delay links.
 //!
-//! What it is not (yet): leases (a put naming a lease is refused with
-//! [`NodeError::LeaseNotFound`]), runtime membership changes (the first configuration is
-//! fixed), leader transfer, backups and back-pressure are not wired in this phase; there is no
-//! gRPC here (that is keel-server).
+//! Runtime membership follows etcd's two-step reconfiguration: [`Node::member_add`] adds a
+//! learner, the new member starts with [`NodeBuilder::join_existing`] and catches up,
+//! [`Node::member_promote`] makes it a voter once in sync; [`Node::member_remove`] and
+//! [`Node::member_update`] complete the set, all checked by keel-membership's rules and
+//! carried out with openraft's joint consensus.
+//!
+//! Leases follow keel-lease's protocol: [`Node::lease_grant`], [`Node::lease_revoke`] (the
+//! keys go in the revoke's revision), [`Node::lease_keep_alive`] (replicated renews,
+//! concurrent ones batched per entry), [`Node::lease_time_to_live`], [`Node::leases`]; puts
+//! attach keys to a lease ([`NodeError::LeaseNotFound`] for an unknown one). The leader's
+//! lease driver reads time from the injected [`Clock`] ([`NodeBuilder::clock`]) and proposes
+//! batched expiries and remaining-TTL checkpoints through Raft.
+//!
+//! What it is not (yet): forwarding of membership calls (they must be made on the leader),
+//! leader transfer, backups and back-pressure are not wired in this phase; there is no gRPC
+//! here (that is keel-server).
 //!
 //! Limits: see [`limits`] (etcd's 1.5 MiB request limit, request deadline defaults).
 //!
@@ -34,6 +46,7 @@
 mod builder;
 mod codec;
 mod error;
+mod lease;
 pub mod limits;
 mod node;
 mod raft;
@@ -43,8 +56,12 @@ mod watch;
 
 pub use builder::{NodeBuilder, SnapshotPolicy, Timings};
 pub use error::NodeError;
+pub use keel_lease::{LessorConfig, TimeToLive};
+pub use keel_types::{Clock, ManualClock, SystemClock};
+pub use lease::{LeaseCheckpoint, LeaseExpired, LeaseRequest};
 pub use node::Node;
+pub use node::{LeaseGrant, LeaseKeepAlive};
 pub use raft::{InMemoryNetwork, Network, PeerHandler, PeerMessage, PeerReply, SendFuture};
 pub use request::Request;
-pub use response::{MemberStatus, ReadConsistency, Response, ResponseHeader, Status};
+pub use response::{MemberChange, MemberStatus, ReadConsistency, Response, ResponseHeader, Status};
 pub use watch::WatchStream;

@@ -40,3 +40,11 @@ pub const SHUTDOWN_RELEASE_MAX: Duration = Duration::from_secs(5);
 
 /// How often a shutdown checks whether the storage has been released.
 pub const SHUTDOWN_POLL_INTERVAL: Duration = Duration::from_millis(1);
+
+/// The most expired leases (and, separately, checkpoints) the lease driver proposes in one
+/// entry per tick; the rest are reported on the next ticks.
+pub const LEASE_DUE_PER_TICK_MAX: usize = 1000;
+
+/// The most keep-alives one replicated renew entry carries (concurrent keep-alives on one
+/// member are batched).
+pub const RENEW_BATCH_MAX: usize = 1000;

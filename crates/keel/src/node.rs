@@ -3,11 +3,14 @@
 use crate::builder::{self, NodeBuilder};
 use crate::error::NodeError;
 use crate::limits::{SHUTDOWN_POLL_INTERVAL, SHUTDOWN_RELEASE_MAX};
-use crate::raft::{Consensus, PeerHandler, PeerMessage, RaftStatus, SendFuture};
+use crate::raft::{member_list, Consensus, PeerHandler, PeerMessage, RaftStatus, SendFuture};
 use crate::request::{Applied, Request};
-use crate::response::{MemberStatus, ReadConsistency, Response, ResponseHeader, Status};
+use crate::response::{
+    MemberChange, MemberStatus, ReadConsistency, Response, ResponseHeader, Status,
+};
 use crate::watch::{WatchRegistry, WatchStream};
 use bytes::Bytes;
+use keel_membership::{runtime_member_id, ChangeRequest, ClusterToken, MemberName, MemberUrl};
 use keel_storage::mvcc::{
     DeleteRequest, DeleteResponse, KeyValue, PutRequest, PutResponse, RangeRequest, RangeResponse,
     TxnRequest, TxnResponse,
@@ -16,8 +19,13 @@ use keel_storage::watch::WatchSpec;
 use keel_storage::MvccStore;
 use keel_types::{ClusterId, KeyRange, MemberId, Revision};
 use parking_lot::Mutex;
+use std::collections::BTreeSet;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
+
+mod lease;
+mod renew_batch;
+pub use lease::{LeaseGrant, LeaseKeepAlive};
 
 /// A member of a keel cluster: etcd's KV API on a replicated, linearizable MVCC store.
 ///
@@ -81,6 +89,10 @@ struct NodeInner {
 struct Running {
     consensus: Consensus,
     store: Arc<MvccStore>,
+    /// The lessor (shared with the state machine and the lease driver).
+    lease: Arc<crate::lease::LeaseState>,
+    /// Keep-alives waiting to share a renew entry.
+    renews: renew_batch::RenewBatcher,
 }
 
 impl NodeInner {
@@ -112,6 +124,7 @@ impl Node {
         request_timeout: Duration,
         consensus: Consensus,
         store: Arc<MvccStore>,
+        lease: Arc<crate::lease::LeaseState>,
         watches: Arc<WatchRegistry>,
     ) -> Self {
         Node {
@@ -119,7 +132,12 @@ impl Node {
                 id,
                 cluster_id,
                 request_timeout,
-                running: Mutex::new(Some(Arc::new(Running { consensus, store }))),
+                running: Mutex::new(Some(Arc::new(Running {
+                    consensus,
+                    store,
+                    lease,
+                    renews: renew_batch::RenewBatcher::default(),
+                }))),
                 stopping: tokio::sync::Mutex::new(()),
                 watches,
             }),
@@ -153,11 +171,6 @@ impl Node {
 
     async fn propose(&self, request: Request) -> Result<(Applied, u64), NodeError> {
         request.check_size()?;
-        // Deviation from etcd (for now): leases are not wired into the node yet, so no lease
-        // exists and attaching a key to one is refused before it reaches the log.
-        if let Some(lease) = request.first_lease() {
-            return Err(NodeError::LeaseNotFound { lease });
-        }
         let running = self.inner.running()?;
         match running
             .consensus
@@ -184,7 +197,8 @@ impl Node {
     /// etcd Put with every option.
     ///
     /// # Errors
-    /// [`NodeError::Rejected`] (empty or oversized key, ...), [`NodeError::RequestTooLarge`],
+    /// [`NodeError::Rejected`] (empty or oversized key, ...), [`NodeError::LeaseNotFound`]
+    /// (`request.lease` names no lease), [`NodeError::RequestTooLarge`],
     /// [`NodeError::Timeout`], [`NodeError::Stopped`], fatal errors.
     pub async fn put_request(
         &self,
@@ -351,6 +365,7 @@ impl Node {
             purged_index: raft.purged_index,
             db_size_bytes: running.store.engine().size_bytes()?,
             is_learner: raft.is_learner,
+            lease_primary: running.lease.with_lessor(|lessor| lessor.is_primary()),
         })
     }
 
@@ -375,12 +390,172 @@ impl Node {
         self.make_status(&running, raft)
     }
 
-    /// The members of the current configuration, by id.
+    /// The cluster's members as this member has applied them (the replicated member records),
+    /// by id.
+    ///
+    /// # Errors
+    /// [`NodeError::Stopped`], storage failure or corrupted records.
+    pub async fn members(&self) -> Result<Vec<MemberStatus>, NodeError> {
+        let cluster = self.inner.running()?.consensus.cluster()?;
+        Ok(member_list(&cluster))
+    }
+
+    /// etcd MemberAdd, keel's default form: add a **learner** named `name` reachable at
+    /// `peer_urls`, with an id derived from the URLs (etcd's runtime member id). Returns once
+    /// the addition is committed; then start the new member with
+    /// [`NodeBuilder::join_existing`] under the returned id, name and URLs, and promote it with
+    /// [`Node::member_promote`] once it caught up. Must be called on the leader.
+    ///
+    /// # Errors
+    /// [`NodeError::Reconfig`] with etcd's texts ("etcdserver: Peer URLs already exists",
+    /// "etcdserver: too many learner members in cluster", invalid URLs, ...),
+    /// [`NodeError::NotLeader`], [`NodeError::ReconfigRefused`], [`NodeError::Timeout`],
+    /// [`NodeError::Stopped`].
+    pub async fn member_add(
+        &self,
+        name: &str,
+        peer_urls: &[&str],
+    ) -> Result<MemberChange, NodeError> {
+        self.member_add_learner(name, peer_urls).await
+    }
+
+    /// Add a learner (non-voting member that receives the log); see [`Node::member_add`].
+    ///
+    /// # Errors
+    /// As [`Node::member_add`].
+    pub async fn member_add_learner(
+        &self,
+        name: &str,
+        peer_urls: &[&str],
+    ) -> Result<MemberChange, NodeError> {
+        let urls = parse_urls(peer_urls)?;
+        let id = self.runtime_id(&urls)?;
+        self.add(id, name, urls, true).await
+    }
+
+    /// Add a member directly as a voter. The rules refuse it unless a quorum of both the old
+    /// and the new voter sets is reachable (the new member counts as unreachable until it
+    /// starts); prefer [`Node::member_add`] and [`Node::member_promote`].
+    ///
+    /// # Errors
+    /// As [`Node::member_add`]; "etcdserver: re-configuration failed due to not enough started
+    /// members".
+    pub async fn member_add_voter(
+        &self,
+        name: &str,
+        peer_urls: &[&str],
+    ) -> Result<MemberChange, NodeError> {
+        let urls = parse_urls(peer_urls)?;
+        let id = self.runtime_id(&urls)?;
+        self.add(id, name, urls, false).await
+    }
+
+    /// Add a member under an id the caller chose (deterministic ids for tests and tools).
+    ///
+    /// # Errors
+    /// As [`Node::member_add`]; "etcdserver: member ID already exist", "etcdserver: ID
+    /// removed".
+    pub async fn member_add_with_id(
+        &self,
+        id: MemberId,
+        name: &str,
+        peer_urls: &[&str],
+        is_learner: bool,
+    ) -> Result<MemberChange, NodeError> {
+        self.add(id, name, parse_urls(peer_urls)?, is_learner).await
+    }
+
+    fn runtime_id(&self, urls: &[MemberUrl]) -> Result<MemberId, NodeError> {
+        let running = self.inner.running()?;
+        let token = ClusterToken::new(format!("keel-{}", self.inner.cluster_id))
+            .map_err(NodeError::Reconfig)?;
+        // Deviation from etcd: the time component is the leader's last log index, not the
+        // wall clock: deterministic, and distinct for every add (each appends an entry).
+        let now = Duration::from_nanos(running.consensus.last_log_index());
+        runtime_member_id(urls, &token, now).map_err(NodeError::Reconfig)
+    }
+
+    async fn add(
+        &self,
+        id: MemberId,
+        name: &str,
+        peer_urls: Vec<MemberUrl>,
+        is_learner: bool,
+    ) -> Result<MemberChange, NodeError> {
+        MemberName::new(name).map_err(NodeError::Reconfig)?;
+        let request = ChangeRequest::Add {
+            id,
+            peer_urls,
+            is_learner,
+        };
+        self.reconfigure(id, request, Some(name.to_owned())).await
+    }
+
+    /// etcd MemberPromote: make learner `id` a voter (joint consensus). Refused unless the
+    /// learner is in sync: its match index, as the leader tracks it, is at least 90% of the
+    /// leader's last index. Must be called on the leader.
+    ///
+    /// # Errors
+    /// [`NodeError::Reconfig`]: "etcdserver: can only promote a learner member which is in
+    /// sync with leader", "etcdserver: can only promote a learner member", "etcdserver: member
+    /// not found", not enough started members; as [`Node::member_add`].
+    pub async fn member_promote(&self, id: MemberId) -> Result<MemberChange, NodeError> {
+        self.reconfigure(id, ChangeRequest::Promote { id }, None)
+            .await
+    }
+
+    /// etcd MemberRemove: remove member `id` (voter or learner; the leader may remove itself,
+    /// stepping down once the new configuration committed). The id is remembered as removed
+    /// and can never be added again. Must be called on the leader.
+    ///
+    /// # Errors
+    /// [`NodeError::Reconfig`]: "etcdserver: re-configuration failed due to not enough started
+    /// members" (the remaining voters would have no reachable quorum), "etcdserver: member not
+    /// found"; as [`Node::member_add`].
+    pub async fn member_remove(&self, id: MemberId) -> Result<MemberChange, NodeError> {
+        self.reconfigure(id, ChangeRequest::Remove { id }, None)
+            .await
+    }
+
+    /// etcd MemberUpdate: change member `id`'s peer URLs. Must be called on the leader.
+    ///
+    /// # Errors
+    /// [`NodeError::Reconfig`] (unknown member, URLs in use or invalid); as
+    /// [`Node::member_add`].
+    pub async fn member_update(
+        &self,
+        id: MemberId,
+        peer_urls: &[&str],
+    ) -> Result<MemberChange, NodeError> {
+        let peer_urls = parse_urls(peer_urls)?;
+        self.reconfigure(id, ChangeRequest::UpdatePeerUrls { id, peer_urls }, None)
+            .await
+    }
+
+    /// Members this leader heard from within the election timeout (itself included); what
+    /// the reconfiguration rules count as started. Empty on a non-leader.
     ///
     /// # Errors
     /// [`NodeError::Stopped`].
-    pub async fn members(&self) -> Result<Vec<MemberStatus>, NodeError> {
-        Ok(self.inner.running()?.consensus.status().members)
+    pub async fn reachable_members(&self) -> Result<BTreeSet<MemberId>, NodeError> {
+        Ok(self.inner.running()?.consensus.reachable())
+    }
+
+    async fn reconfigure(
+        &self,
+        id: MemberId,
+        request: ChangeRequest,
+        name: Option<String>,
+    ) -> Result<MemberChange, NodeError> {
+        let running = self.inner.running()?;
+        let cluster = running
+            .consensus
+            .reconfigure(request, name, self.inner.request_timeout)
+            .await?;
+        Ok(MemberChange {
+            member_id: id,
+            members: member_list(&cluster),
+        })
     }
 
     /// Wait until this member knows a leader, up to `deadline`, and return it.
@@ -437,6 +612,13 @@ impl Node {
         }
         drop(engine);
     }
+}
+
+fn parse_urls(urls: &[&str]) -> Result<Vec<MemberUrl>, NodeError> {
+    urls.iter()
+        .map(|u| MemberUrl::parse(u))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(NodeError::Reconfig)
 }
 
 fn unexpected(applied: &Applied) -> NodeError {

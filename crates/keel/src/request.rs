@@ -2,9 +2,10 @@
 
 use crate::codec;
 use crate::error::NodeError;
+use crate::lease::{LeaseApplied, LeaseRejection, LeaseRequest};
 use crate::limits::REQUEST_BYTES_MAX;
 use keel_storage::mvcc::{
-    DeleteRequest, DeleteResponse, PutRequest, PutResponse, RequestOp, TxnRequest, TxnResponse,
+    DeleteRequest, DeleteResponse, PutRequest, PutResponse, TxnRequest, TxnResponse,
 };
 use keel_storage::StorageError;
 use keel_types::{LeaseId, Revision};
@@ -40,6 +41,8 @@ pub enum Request {
         /// The compaction revision.
         revision: Revision,
     },
+    /// A lease operation (grant, revoke, renew, and the leader's checkpoints and expiries).
+    Lease(LeaseRequest),
 }
 
 impl Request {
@@ -59,20 +62,9 @@ impl Request {
         codec::decode("request", bytes)
     }
 
-    /// The first lease the request attaches keys to, if any.
-    pub(crate) fn first_lease(&self) -> Option<LeaseId> {
-        fn in_ops(ops: &[RequestOp]) -> Option<LeaseId> {
-            ops.iter().find_map(|op| match op {
-                RequestOp::Put(p) => p.lease,
-                RequestOp::Txn(t) => in_ops(&t.success).or_else(|| in_ops(&t.failure)),
-                RequestOp::Range(_) | RequestOp::Delete(_) => None,
-            })
-        }
-        match self {
-            Request::Put(p) => p.lease,
-            Request::Txn(t) => in_ops(&t.success).or_else(|| in_ops(&t.failure)),
-            Request::DeleteRange(_) | Request::Compact { .. } => None,
-        }
+    /// Every lease the request attaches keys to (both branches of txns, nested ones too).
+    pub(crate) fn leases(&self) -> std::collections::BTreeSet<LeaseId> {
+        crate::lease::named_leases(self)
     }
 
     /// Refuse a request whose encoding exceeds [`REQUEST_BYTES_MAX`].
@@ -110,6 +102,7 @@ impl std::fmt::Display for Request {
                 t.failure.len()
             ),
             Request::Compact { revision } => write!(f, "compact({revision})"),
+            Request::Lease(l) => write!(f, "{l}"),
         }
     }
 }
@@ -132,6 +125,8 @@ pub(crate) enum Applied {
     },
     /// The store refused the request (deterministically, on every member).
     Rejected(Rejection),
+    /// A lease request.
+    Lease(LeaseApplied),
 }
 
 /// A refusal by the store, in a form that crosses the network.
@@ -172,6 +167,8 @@ pub(crate) enum Rejection {
     Other {
         message: String,
     },
+    /// The lessor refused the request.
+    Lease(LeaseRejection),
 }
 
 impl From<&StorageError> for Rejection {
@@ -266,6 +263,7 @@ impl From<Rejection> for NodeError {
             Rejection::ValueProvided => S::ValueProvided,
             Rejection::LeaseProvided => S::LeaseProvided,
             Rejection::Other { message } => return NodeError::Refused { message },
+            Rejection::Lease(l) => return l.into(),
         };
         NodeError::Rejected(e)
     }
@@ -381,6 +379,37 @@ mod tests {
             any::<u64>().prop_map(|r| Request::Compact {
                 revision: Revision::new(r)
             }),
+            (proptest::option::of(1i64..1000), any::<i64>()).prop_map(|(id, ttl_secs)| {
+                Request::Lease(LeaseRequest::Grant {
+                    id: id.and_then(LeaseId::new),
+                    ttl_secs,
+                })
+            }),
+            proptest::collection::vec(1i64..1000, 0..4).prop_map(|ids| {
+                Request::Lease(LeaseRequest::Renew {
+                    ids: ids.into_iter().filter_map(LeaseId::new).collect(),
+                })
+            }),
+            (1i64..1000, any::<u32>(), any::<u64>()).prop_map(|(id, renew_count, remaining_ms)| {
+                Request::Lease(LeaseRequest::Checkpoint {
+                    checkpoints: LeaseId::new(id)
+                        .map(|id| crate::lease::LeaseCheckpoint {
+                            id,
+                            renew_count,
+                            remaining_ms,
+                        })
+                        .into_iter()
+                        .collect(),
+                })
+            }),
+            (1i64..1000, any::<u32>()).prop_map(|(id, renew_count)| {
+                Request::Lease(LeaseRequest::RevokeExpired {
+                    expired: LeaseId::new(id)
+                        .map(|id| crate::lease::LeaseExpired { id, renew_count })
+                        .into_iter()
+                        .collect(),
+                })
+            }),
         ]
     }
 
@@ -426,11 +455,13 @@ mod tests {
             success: vec![RequestOp::Txn(inner)],
             ..TxnRequest::default()
         });
-        assert_eq!(outer.first_lease(), LeaseId::new(7));
         assert_eq!(
-            Request::Put(PutRequest::new(&b"k"[..], &b"v"[..])).first_lease(),
-            None
+            outer.leases().into_iter().collect::<Vec<_>>(),
+            vec![LeaseId::new(7).unwrap()]
         );
+        assert!(Request::Put(PutRequest::new(&b"k"[..], &b"v"[..]))
+            .leases()
+            .is_empty());
     }
 
     #[test]

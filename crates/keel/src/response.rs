@@ -56,15 +56,31 @@ pub struct Status {
     pub db_size_bytes: u64,
     /// True when this member is a learner (non-voting).
     pub is_learner: bool,
+    /// True while this member's lessor is primary: it leads, has applied its term's first
+    /// entry, and its lease driver tracks lease deadlines (expires leases, checkpoints).
+    pub lease_primary: bool,
 }
 
-/// One member of the current configuration.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One member of the cluster, as recorded in the replicated member records.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MemberStatus {
     /// Its id.
     pub id: MemberId,
     /// Its name.
     pub name: String,
+    /// Its peer URLs (how other members reach it).
+    pub peer_urls: Vec<String>,
+    /// Its client URLs (empty for an embedded member).
+    pub client_urls: Vec<String>,
     /// True for a learner (non-voting).
     pub is_learner: bool,
+}
+
+/// The answer to a membership call: the member it concerned and the members after the change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberChange {
+    /// The member added, promoted, removed or updated.
+    pub member_id: MemberId,
+    /// The cluster's members once the change committed, by id.
+    pub members: Vec<MemberStatus>,
 }

@@ -5,7 +5,7 @@
 use super::log_store::LogStore;
 use super::network::{Message, Network, NetworkFactory, PeerMessage, PeerReply, Reply};
 use super::state_machine::{SnapshotData, StateMachine};
-use super::{term_of, Raft, TypeConfig};
+use super::{term_of, MemberNode, Raft, TypeConfig};
 use crate::error::NodeError;
 use crate::limits::FORWARD_RETRY_PAUSE;
 use crate::request::{Applied, Request};
@@ -16,7 +16,7 @@ use keel_types::MemberId;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{Fatal, InitializeError, RaftError};
 use openraft::storage::RaftLogStorage;
-use openraft::{BasicNode, ReadPolicy, ServerState, Snapshot};
+use openraft::{ReadPolicy, ServerState, Snapshot};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +26,11 @@ use std::time::Duration;
 pub(crate) struct ConsensusConfig {
     pub(crate) id: MemberId,
     /// The members of the first configuration (used only on the very first start).
-    pub(crate) initial_members: BTreeMap<MemberId, String>,
+    pub(crate) initial_members: BTreeMap<MemberId, MemberNode>,
+    /// This member joins a running cluster: never initialize, wait to be replicated to.
+    pub(crate) join: bool,
+    /// The cluster's id (recorded with the member records).
+    pub(crate) cluster_id: keel_types::ClusterId,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) election_timeout: Duration,
     /// How long start waits for the state machine to recover its pre-restart state.
@@ -35,6 +39,8 @@ pub(crate) struct ConsensusConfig {
     pub(crate) snapshot_entries_between: u64,
     /// Entries kept in the log behind a snapshot.
     pub(crate) snapshot_catch_up_entries: u64,
+    /// The lessor the state machine applies lease requests with.
+    pub(crate) lease: Arc<crate::lease::LeaseState>,
 }
 
 /// A snapshot of the engine's metrics in keel terms.
@@ -53,9 +59,16 @@ pub(crate) struct RaftStatus {
 
 /// The running consensus engine of one node.
 pub(crate) struct Consensus {
-    raft: Raft,
-    id: MemberId,
+    pub(super) raft: Raft,
+    pub(super) id: MemberId,
     network: Arc<dyn Network>,
+    pub(super) store: Arc<MvccStore>,
+    pub(super) rules: keel_membership::ReconfigRules,
+    pub(super) cluster_id: keel_types::ClusterId,
+    /// A member whose heartbeat ack is older than this is unreachable for the rules.
+    pub(super) reachable_window: Duration,
+    /// Serializes membership changes on this member.
+    pub(super) reconfig_lock: tokio::sync::Mutex<()>,
 }
 
 fn fatal(e: &Fatal<TypeConfig>) -> NodeError {
@@ -67,7 +80,7 @@ fn fatal(e: &Fatal<TypeConfig>) -> NodeError {
     }
 }
 
-fn raft_error<E: std::error::Error>(e: &RaftError<TypeConfig, E>) -> NodeError {
+pub(super) fn raft_error<E: std::error::Error>(e: &RaftError<TypeConfig, E>) -> NodeError {
     match e.fatal() {
         Some(f) => fatal(f),
         None => NodeError::Raft {
@@ -119,7 +132,12 @@ impl Consensus {
             Arc::new(raft_config),
             factory,
             log_store,
-            StateMachine::new(store, on_install),
+            StateMachine::new(
+                Arc::clone(&store),
+                config.cluster_id,
+                on_install,
+                Arc::clone(&config.lease),
+            ),
         )
         .await
         .map_err(|e| fatal(&e))?;
@@ -127,11 +145,18 @@ impl Consensus {
             raft,
             id: config.id,
             network,
+            store,
+            rules: keel_membership::ReconfigRules::default(),
+            cluster_id: config.cluster_id,
+            reachable_window: config.election_timeout,
+            reconfig_lock: tokio::sync::Mutex::new(()),
         };
-        this.initialize_once(&config).await?;
-        // Once initialized, the configuration is in the log (and metrics) of this member.
-        this.wait_until(config.recovery_timeout, |s| !s.members.is_empty())
-            .await?;
+        if !config.join {
+            this.initialize_once(&config).await?;
+            // Once initialized, the configuration is in the log (and metrics) of this member.
+            this.wait_until(config.recovery_timeout, |s| !s.members.is_empty())
+                .await?;
+        }
         this.raft
             .wait(Some(config.recovery_timeout))
             .applied_index_at_least(committed.map(|c| c.index), "recover committed state")
@@ -147,10 +172,10 @@ impl Consensus {
         if initialized {
             return Ok(());
         }
-        let members: BTreeMap<u64, BasicNode> = config
+        let members: BTreeMap<u64, MemberNode> = config
             .initial_members
             .iter()
-            .map(|(id, name)| (id.get(), BasicNode::new(name.clone())))
+            .map(|(id, node)| (id.get(), node.clone()))
             .collect();
         match self.raft.initialize(members).await {
             Ok(()) => Ok(()),
@@ -295,6 +320,13 @@ impl Consensus {
             // A forwarded request is served here or refused: never forwarded again.
             Message::Forward(request) => self.write_local(request).await?,
             Message::ReadIndex => self.read_index_local().await?,
+            Message::Members => {
+                let cluster = self.cluster()?;
+                Reply::Members {
+                    cluster_id: cluster.id(),
+                    members: super::membership::member_list(&cluster),
+                }
+            }
         };
         Ok(PeerReply(reply))
     }
@@ -309,7 +341,9 @@ impl Consensus {
             .nodes()
             .map(|(id, node)| MemberStatus {
                 id: MemberId::new(*id),
-                name: node.addr.clone(),
+                name: node.name.clone(),
+                peer_urls: node.peer_urls.clone(),
+                client_urls: Vec::new(),
                 is_learner: learners.contains(id),
             })
             .collect();

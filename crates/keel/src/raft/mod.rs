@@ -4,7 +4,9 @@
 //! this folder.
 
 mod consensus;
+mod lease_driver;
 mod log_store;
+mod membership;
 mod memory_network;
 mod network;
 mod state_machine;
@@ -12,6 +14,7 @@ mod state_machine;
 mod storage_suite;
 
 pub(crate) use consensus::{Consensus, ConsensusConfig, RaftStatus};
+pub(crate) use membership::{fetch_members, member_list, verify_added};
 pub use memory_network::InMemoryNetwork;
 pub use network::{Network, PeerHandler, PeerMessage, PeerReply, SendFuture};
 pub(crate) use network::{NoNetwork, PeerService};
@@ -20,14 +23,29 @@ use crate::request::{Applied, Request};
 
 openraft::declare_raft_types!(
     /// keel's openraft type configuration: node ids are member ids, a node's data is its
-    /// name, entries carry a [`Request`] and applying one yields an [`Applied`].
+    /// [`MemberNode`] record, entries carry a [`Request`] and applying one yields an [`Applied`].
     pub(crate) TypeConfig:
         D = Request,
         R = Applied,
         NodeId = u64,
-        Node = openraft::BasicNode,
+        Node = MemberNode,
         AsyncRuntime = openraft::TokioRuntime,
 );
+
+/// What openraft's membership carries for each member: its name and peer URLs. Member records
+/// in keel-membership's `MEMBERS_CF` are derived from these (see `state_machine`), so the two
+/// never disagree.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct MemberNode {
+    pub(crate) name: String,
+    pub(crate) peer_urls: Vec<String>,
+}
+
+impl std::fmt::Display for MemberNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.name, self.peer_urls.join(","))
+    }
+}
 
 type LogId = openraft::alias::LogIdOf<TypeConfig>;
 type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;

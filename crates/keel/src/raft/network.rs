@@ -81,6 +81,8 @@ pub(crate) enum Message {
     Forward(Request),
     /// A follower asks the leader for a linearizable read index.
     ReadIndex,
+    /// A joining member asks for the cluster id and member records.
+    Members,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -88,9 +90,18 @@ pub(crate) enum Reply {
     Append(AppendEntriesResponse<TypeConfig>),
     Vote(VoteResponse<TypeConfig>),
     Snapshot(SnapshotResponse<TypeConfig>),
-    Applied { applied: Applied, term: u64 },
+    Applied {
+        applied: Applied,
+        term: u64,
+    },
     ReadIndex(LogId),
-    NotLeader { leader: Option<u64> },
+    NotLeader {
+        leader: Option<u64>,
+    },
+    Members {
+        cluster_id: keel_types::ClusterId,
+        members: Vec<crate::response::MemberStatus>,
+    },
 }
 
 impl PeerMessage {
@@ -182,7 +193,7 @@ pub(crate) struct NetworkFactory {
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
-    async fn new_client(&mut self, target: u64, _node: &openraft::BasicNode) -> PeerClient {
+    async fn new_client(&mut self, target: u64, _node: &super::MemberNode) -> PeerClient {
         PeerClient {
             network: Arc::clone(&self.network),
             target: MemberId::new(target),
@@ -263,7 +274,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         snapshot: Snapshot<
             openraft::alias::CommittedLeaderIdOf<TypeConfig>,
             u64,
-            openraft::BasicNode,
+            super::MemberNode,
             SnapshotData,
         >,
         _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,

@@ -14,15 +14,27 @@
 //!    snapshot is reported built.
 //! 5. A storage failure during apply is an I/O error for openraft, which stops the node:
 //!    nothing is half-applied (the batch is atomic) and nothing is acknowledged.
+//! 6. A membership entry rewrites the member records (keel-membership's `MEMBERS_CF`, derived
+//!    from the entry: see `super::membership`) in the same batch as its marker, and snapshots
+//!    carry that column family, so the records always match the applied membership.
+//! 7. Lease requests, and the attachments of keys written by KV requests, apply through the
+//!    lessor (`crate::lease::LeaseState`) inside the entry's transaction; its changes are
+//!    staged into the same batch, snapshots carry keel-lease's `LEASE_CF`, and the lessor is
+//!    reloaded from it after a snapshot install.
 
-use super::{io_err, Entry, LogId, SnapshotMeta, StoredMembership, TypeConfig};
+use super::membership::{derive_cluster, load_cluster};
+use super::{io_err, Entry, LogId, MemberNode, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::codec::{decode_io, encode_io};
+use crate::lease::{LeaseApplied, LeaseState};
 use crate::limits::{COMPACTION_STEP_KEYS_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
 use crate::request::{Applied, Rejection, Request};
 use futures::{Stream, StreamExt};
+use keel_membership::schema::MEMBERS_CF;
+use keel_membership::{persist, Cluster};
 use keel_storage::engine::Durability;
 use keel_storage::mvcc::WriteTxn;
 use keel_storage::{MvccStore, StorageError};
+use keel_types::ClusterId;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::EntryPayload;
 use parking_lot::Mutex;
@@ -43,21 +55,21 @@ pub(crate) struct SnapshotData {
     pub(crate) chunks: Vec<Vec<u8>>,
 }
 
-type SnapshotOf = Snapshot<
-    openraft::alias::CommittedLeaderIdOf<TypeConfig>,
-    u64,
-    openraft::BasicNode,
-    SnapshotData,
->;
+type SnapshotOf =
+    Snapshot<openraft::alias::CommittedLeaderIdOf<TypeConfig>, u64, MemberNode, SnapshotData>;
 
 /// The state machine; clones share the store (the clone is the snapshot builder).
 #[derive(Clone)]
 pub(crate) struct StateMachine {
     store: Arc<MvccStore>,
+    /// The cluster id recorded with the member records.
+    cluster_id: ClusterId,
     /// The last snapshot built or installed (kept in memory; rebuilt after a restart).
     current: Arc<Mutex<Option<SnapshotOf>>>,
     /// Called after a snapshot replaced the store (wakes the node's watch streams).
     on_install: Arc<dyn Fn() + Send + Sync>,
+    /// The lessor: lease requests and key attachments apply through it (invariant 7).
+    lease: Arc<LeaseState>,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -66,15 +78,26 @@ impl std::fmt::Debug for StateMachine {
     }
 }
 
-/// The column families a snapshot carries: all replicated state, never the log.
-pub(crate) const STATE_COLUMN_FAMILIES: [&str; 4] = MvccStore::COLUMN_FAMILIES;
+/// The column families a snapshot carries: all replicated state (the MVCC keyspace, the
+/// member records and the lease records), never the log.
+pub(crate) const STATE_COLUMN_FAMILIES: [&str; 6] = {
+    let kv = MvccStore::COLUMN_FAMILIES;
+    [kv[0], kv[1], kv[2], kv[3], MEMBERS_CF, keel_lease::LEASE_CF]
+};
 
 impl StateMachine {
-    pub(crate) fn new(store: Arc<MvccStore>, on_install: Arc<dyn Fn() + Send + Sync>) -> Self {
+    pub(crate) fn new(
+        store: Arc<MvccStore>,
+        cluster_id: ClusterId,
+        on_install: Arc<dyn Fn() + Send + Sync>,
+        lease: Arc<LeaseState>,
+    ) -> Self {
         StateMachine {
             store,
+            cluster_id,
             current: Arc::new(Mutex::new(None)),
             on_install,
+            lease,
         }
     }
 
@@ -88,20 +111,31 @@ impl StateMachine {
     /// Apply one entry in one write transaction (invariant 1).
     fn apply_one(&self, entry: &Entry, state: &mut AppliedState) -> io::Result<Applied> {
         state.last_applied = Some(entry.log_id);
+        let mut members = None;
         let request = match &entry.payload {
             EntryPayload::Blank => None,
             EntryPayload::Normal(req) => Some(req),
             EntryPayload::Membership(m) => {
                 state.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                members = Some(self.derive_members(m)?);
                 None
             }
         };
         let marker = encode_io("applied state", state)?;
         let mut txn = self.store.begin().map_err(io_err)?;
+        if let Some(cluster) = &members {
+            // Invariant 6: the records commit with the membership entry's marker.
+            let cf = self
+                .store
+                .engine()
+                .column_family(MEMBERS_CF)
+                .map_err(io_err)?;
+            persist::write_cluster(txn.batch(), cf, cluster);
+        }
         let mut compact = false;
         let applied = match request {
             None => Applied::Internal,
-            Some(req) => match execute(&mut txn, req) {
+            Some(req) => match self.lease.apply(&mut txn, req, |txn| execute(txn, req)) {
                 Ok(applied) => {
                     compact = matches!(req, Request::Compact { .. });
                     applied
@@ -115,6 +149,7 @@ impl StateMachine {
                 }
             },
         };
+        self.lease.stage(&mut txn);
         txn.set_applied(&marker);
         let committed = txn.commit(Durability::Buffered).map_err(io_err)?;
         if compact {
@@ -125,6 +160,15 @@ impl StateMachine {
             {}
         }
         Ok(with_revision(applied, committed.revision))
+    }
+}
+
+impl StateMachine {
+    /// The member records after membership entry `m` (see `super::membership`).
+    fn derive_members(&self, m: &openraft::Membership<u64, MemberNode>) -> io::Result<Cluster> {
+        let previous = load_cluster(self.store.engine().as_ref()).map_err(io_err)?;
+        let cluster_id = previous.as_ref().map_or(self.cluster_id, Cluster::id);
+        derive_cluster(cluster_id, previous.as_ref(), m).map_err(io_err)
     }
 }
 
@@ -139,6 +183,9 @@ fn execute(txn: &mut WriteTxn<'_>, req: &Request) -> Result<Applied, StorageErro
                 revision: txn.current_revision(),
             }
         }
+        // Applied by `LeaseState::apply` before this function is reached; a lease request
+        // never writes KV here.
+        Request::Lease(_) => Applied::Internal,
     })
 }
 
@@ -154,6 +201,9 @@ fn with_revision(applied: Applied, revision: keel_types::Revision) -> Applied {
             Applied::Delete(d)
         }
         Applied::Compact { .. } => Applied::Compact { revision },
+        Applied::Lease(LeaseApplied::Revoked { .. }) => {
+            Applied::Lease(LeaseApplied::Revoked { revision })
+        }
         other => other,
     }
 }
@@ -225,6 +275,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         keel_storage::snapshot::verify(snapshot.chunks.iter().cloned().map(Ok)).map_err(io_err)?;
         self.store
             .install_snapshot(snapshot.chunks.iter().cloned().map(Ok))
+            .map_err(io_err)?;
+        // Invariant 7: the lessor follows the installed lease records.
+        self.lease
+            .reload(self.store.engine().as_ref())
             .map_err(io_err)?;
         let state = self.load_state()?;
         if state.last_applied != meta.last_log_id {

@@ -17,10 +17,23 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, ()> for Builder {
         let engine: Arc<dyn Engine> = Arc::new(MemEngine::new(&crate::builder::column_families()));
         let store = Arc::new(MvccStore::open(Arc::clone(&engine)).map_err(io)?);
         let log = Arc::new(DurableLog::open(Arc::clone(&engine)).map_err(io)?);
+        let lease = Arc::new(
+            crate::lease::LeaseState::open(
+                engine.as_ref(),
+                keel_lease::LessorConfig::default(),
+                Arc::new(keel_types::ManualClock::new()),
+            )
+            .map_err(|e| {
+                io(keel_storage::StorageError::Corrupted {
+                    what: "lease",
+                    detail: e.to_string(),
+                })
+            })?,
+        );
         Ok((
             (),
             LogStore::new(log, engine),
-            StateMachine::new(store, Arc::new(|| {})),
+            StateMachine::new(store, keel_types::ClusterId::new(1), Arc::new(|| {}), lease),
         ))
     }
 }
