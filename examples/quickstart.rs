@@ -2,7 +2,8 @@
 //!
 //! Starts a single-member cluster (no network needed) in `./keel-data` (or the directory given
 //! as the first argument), then: put, linearizable get, a read at an older revision, a
-//! compare-and-swap txn, and a watch that sees the changes. Run it twice: the second run
+//! compare-and-swap txn, a watch that sees the changes, and a lease with a key attached (grant,
+//! list, keep-alive, time-to-live, revoke). Run it twice: the second run
 //! restarts from the same directory and finds the first run's data.
 //!
 //! Run: `cargo run -p keel-examples --example quickstart`
@@ -117,7 +118,46 @@ async fn run(node: &keel::Node) -> Result<(), NodeError> {
     );
 
     // Four changes under config/: two puts, then the txn's two puts in one revision.
-    print_events(&mut watch, 4).await
+    print_events(&mut watch, 4).await?;
+    leases(node).await
+}
+
+/// The seed's first concept: `etcdctl lease grant 120`, a key created with the lease id,
+/// `lease list`, `lease keep-alive`, `lease timetolive --keys`, then revoke: the key goes.
+async fn leases(node: &keel::Node) -> Result<(), NodeError> {
+    let grant = node.lease_grant(120, None).await?;
+    let id = grant.body.id;
+    println!("lease {id} granted with TTL {}", grant.body.ttl_secs);
+    node.put_request(PutRequest {
+        lease: Some(id),
+        ..PutRequest::new(&b"service/instance-1"[..], &b"10.0.0.7:8080"[..])
+    })
+    .await?;
+    let listed = node.leases().await?.body;
+    println!(
+        "lease list: {} lease(s), including {id}: {}",
+        listed.len(),
+        listed.contains(&id)
+    );
+    let renewed = node.lease_keep_alive(id).await?;
+    println!("lease {id} kept alive, TTL {}", renewed.body.ttl_secs);
+    let ttl = node.lease_time_to_live(id, true).await?.body;
+    println!(
+        "lease {id}: granted {} s, remaining {} s, keys {:?}",
+        ttl.granted_ttl_secs,
+        ttl.remaining.as_secs(),
+        ttl.keys
+            .iter()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect::<Vec<_>>()
+    );
+    let revoked = node.lease_revoke(id).await?;
+    let gone = node.get(&b"service/instance-1"[..]).await?.body.is_none();
+    println!(
+        "lease {id} revoked at revision {}: service/instance-1 deleted with it: {gone}",
+        revoked.header.revision
+    );
+    Ok(())
 }
 
 /// Print the watch's events until `count` arrived (or the deadline passed).
