@@ -128,14 +128,22 @@ fn be_u32(b: &[u8]) -> Result<u32> {
 /// Order-preserving, prefix-free escape of a user key (see `schema`).
 pub fn escape_key(key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(key.len() + 2);
-    for &b in key {
-        out.push(b);
-        if b == 0 {
-            out.push(0xff);
+    escape_into(key, &mut out);
+    out
+}
+
+fn escape_into(key: &[u8], out: &mut Vec<u8>) {
+    if key.contains(&0) {
+        for &b in key {
+            out.push(b);
+            if b == 0 {
+                out.push(0xff);
+            }
         }
+    } else {
+        out.extend_from_slice(key);
     }
     out.extend_from_slice(&[0, 1]);
-    out
 }
 
 /// Split `esc(key) ++ suffix` into the user key and the suffix.
@@ -166,7 +174,8 @@ pub fn unescape_key(bytes: &[u8]) -> Result<(Vec<u8>, &[u8])> {
 
 /// `kv_history` key of `key` at main revision `main`.
 pub fn history_key(key: &[u8], main: Revision) -> Vec<u8> {
-    let mut out = escape_key(key);
+    let mut out = Vec::with_capacity(key.len() + 10);
+    escape_into(key, &mut out);
     out.extend_from_slice(&(!main.get()).to_be_bytes());
     out
 }

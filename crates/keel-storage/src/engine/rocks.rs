@@ -149,7 +149,10 @@ impl RocksEngine {
     }
 
     fn to_rocks_batch(&self, batch: &WriteBatch) -> Result<rocksdb::WriteBatch> {
-        let mut out = rocksdb::WriteBatch::default();
+        // Sized up front (12-byte header, up to 16 bytes of tag, family and lengths per op),
+        // so RocksDB does not grow the batch buffer op by op.
+        let mut out =
+            rocksdb::WriteBatch::with_capacity_bytes(12 + batch.size_bytes() + 16 * batch.len());
         for op in batch.ops() {
             match op {
                 BatchOp::Put { cf, key, value } => out.put_cf(self.handle(*cf)?, key, value),

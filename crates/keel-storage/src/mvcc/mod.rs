@@ -1,6 +1,7 @@
 //! The MVCC keyspace with etcd's semantics: revisions, ranges at any revision, txn,
 //! compaction, hash, history.
 
+mod cache;
 mod check;
 mod read;
 mod store;

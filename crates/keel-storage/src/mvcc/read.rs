@@ -83,6 +83,18 @@ pub(crate) fn to_kv(key: &[u8], rec: &Record) -> KeyValue {
     }
 }
 
+/// As [`to_kv`], sharing an already-built key.
+pub(crate) fn to_kv_shared(key: &Bytes, rec: &Record) -> KeyValue {
+    KeyValue {
+        key: key.clone(),
+        create_revision: rec.create_revision,
+        mod_revision: rec.mod_revision,
+        version: rec.version,
+        value: rec.value.clone(),
+        lease: rec.lease,
+    }
+}
+
 /// The latest live version of `key` (from `kv`).
 pub(crate) fn latest(view: &dyn ReadView, cfs: Cfs, key: &[u8]) -> Result<Option<Record>> {
     view.get(cfs.kv, key)?

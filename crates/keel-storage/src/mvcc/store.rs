@@ -1,5 +1,6 @@
 //! The MVCC store: etcd's revisioned keyspace on an [`Engine`].
 
+use super::cache::LatestCache;
 use super::read::{self, Cfs, RangeCollector, Revisions};
 use super::types::{
     Committed, DeleteRequest, DeleteResponse, Event, EventKind, PutRequest, PutResponse,
@@ -24,6 +25,8 @@ pub(crate) struct WriterState {
     pub current: Revision,
     pub compacted: Revision,
     pub compact_finished: Revision,
+    /// Latest versions of recently written keys (see [`super::cache`]).
+    pub latest: LatestCache,
 }
 
 /// etcd's HashKV result.
@@ -44,6 +47,9 @@ pub struct HashKv {
 /// 2. Every version in `kv` is also in `kv_history` with a `kv_revs` entry.
 /// 3. `compact_finished <= compacted <= current`; reads below `compacted` are refused.
 /// 4. Opening reads three meta keys: nothing proportional to the number of keys.
+/// 5. Every key in the writer's latest-version cache ([`super::cache`]) maps to what `kv`
+///    holds for it; the cache starts empty at open and is emptied by a failed commit and a
+///    snapshot install.
 ///
 /// # Examples
 /// ```
@@ -140,6 +146,7 @@ impl MvccStore {
             current: revs.current,
             compacted: revs.compacted,
             compact_finished: finished,
+            latest: LatestCache::default(),
         })
     }
 
@@ -156,6 +163,8 @@ impl MvccStore {
         chunks: impl IntoIterator<Item = Result<Vec<u8>>>,
     ) -> Result<u64> {
         let mut writer = self.writer.lock();
+        // the engine state is about to be replaced, whether or not the install completes
+        writer.latest.clear();
         let entries = crate::snapshot::install(self.engine.as_ref(), chunks)?;
         let mut batch = WriteBatch::default();
         batch.put(
@@ -242,8 +251,8 @@ impl MvccStore {
     /// Storage failure.
     pub fn begin(&self) -> Result<WriteTxn<'_>> {
         let writer = self.writer.lock();
-        let view = self.engine.view()?;
-        Ok(WriteTxn::new(self, writer, view))
+        self.engine.check_healthy()?;
+        Ok(WriteTxn::new(self, writer))
     }
 
     /// Put one key in its own revision.

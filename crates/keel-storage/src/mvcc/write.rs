@@ -16,6 +16,7 @@ use crate::schema;
 use bytes::Bytes;
 use keel_types::{KeyRange, Revision};
 use parking_lot::MutexGuard;
+use std::cell::OnceCell;
 use std::cmp::Ordering;
 use std::ops::ControlFlow;
 
@@ -52,7 +53,10 @@ struct Change {
 pub struct WriteTxn<'s> {
     store: &'s MvccStore,
     writer: MutexGuard<'s, WriterState>,
-    view: Box<dyn ReadView + 's>,
+    /// Taken on first use: every write to the MVCC families happens under the writer lock
+    /// this transaction holds, so a view taken later sees the same committed state as one
+    /// taken at `begin`. Puts answered by the writer's cache never need it.
+    view: OnceCell<Box<dyn ReadView + 's>>,
     overlay: Overlay,
     changes: Vec<Change>,
     batch: WriteBatch,
@@ -61,15 +65,11 @@ pub struct WriteTxn<'s> {
 }
 
 impl<'s> WriteTxn<'s> {
-    pub(crate) fn new(
-        store: &'s MvccStore,
-        writer: MutexGuard<'s, WriterState>,
-        view: Box<dyn ReadView + 's>,
-    ) -> Self {
+    pub(crate) fn new(store: &'s MvccStore, writer: MutexGuard<'s, WriterState>) -> Self {
         WriteTxn {
             store,
             writer,
-            view,
+            view: OnceCell::new(),
             overlay: Overlay::new(),
             changes: Vec::new(),
             batch: WriteBatch::default(),
@@ -102,17 +102,34 @@ impl<'s> WriteTxn<'s> {
         self.applied = Some(marker.to_vec());
     }
 
-    fn current_version(&self, key: &[u8]) -> Result<Option<Record>> {
-        match self.overlay.get(key) {
-            Some(change) => Ok(change.clone()),
-            None => read::latest(self.view.as_ref(), self.store.cfs(), key),
+    /// The read view of the committed state (see the `view` field).
+    fn view(&self) -> Result<&dyn ReadView> {
+        if self.view.get().is_none() {
+            let view = self.store.engine().view()?;
+            let _ = self.view.set(view);
         }
+        self.view
+            .get()
+            .map(|v| v.as_ref())
+            .ok_or_else(|| StorageError::corrupted("write transaction", "no read view"))
+    }
+
+    fn current_version(&self, key: &[u8]) -> Result<Option<Record>> {
+        if let Some(change) = self.overlay.get(key) {
+            return Ok(change.clone());
+        }
+        // Outside the overlay the latest version is the committed one, which the writer's
+        // cache mirrors for the keys it holds (we hold the writer lock).
+        if let Some(cached) = self.writer.latest.get(key) {
+            return Ok(cached);
+        }
+        read::latest(self.view()?, self.store.cfs(), key)
     }
 
     fn live_keys(&self, range: &KeyRange) -> Result<Vec<(Vec<u8>, Record)>> {
         let mut out = Vec::new();
         read::scan_live_with_overlay(
-            self.view.as_ref(),
+            self.view()?,
             self.store.cfs(),
             range,
             &self.overlay,
@@ -150,7 +167,7 @@ impl<'s> WriteTxn<'s> {
         };
         match req.revision {
             None => read::scan_live_with_overlay(
-                self.view.as_ref(),
+                self.view()?,
                 self.store.cfs(),
                 &req.range,
                 &self.overlay,
@@ -159,13 +176,7 @@ impl<'s> WriteTxn<'s> {
             Some(rev) => {
                 self.check_readable(rev)?;
                 let at = (rev != self.writer.current).then_some(rev);
-                read::scan_live(
-                    self.view.as_ref(),
-                    self.store.cfs(),
-                    &req.range,
-                    at,
-                    &mut push,
-                )?;
+                read::scan_live(self.view()?, self.store.cfs(), &req.range, at, &mut push)?;
             }
         }
         Ok(collector.finish(current))
@@ -420,8 +431,9 @@ impl<'s> WriteTxn<'s> {
         let cfs = self.store.cfs();
         let rev = self.revision();
         let mut batch = std::mem::take(&mut self.batch);
-        let mut events = Vec::with_capacity(self.changes.len());
-        for change in std::mem::take(&mut self.changes) {
+        let changes = std::mem::take(&mut self.changes);
+        let mut events = Vec::with_capacity(changes.len());
+        for change in &changes {
             let encoded = change.record.encode();
             batch.put(
                 cfs.history,
@@ -438,7 +450,7 @@ impl<'s> WriteTxn<'s> {
             } else {
                 batch.put(cfs.kv, change.key.clone(), encoded);
             }
-            events.push(to_event(&change));
+            events.push(to_event(change));
         }
         let new_rev = if events.is_empty() {
             self.writer.current
@@ -461,7 +473,16 @@ impl<'s> WriteTxn<'s> {
             batch.put(cfs.meta, schema::META_APPLIED, marker);
         }
         if !batch.is_empty() {
-            self.store.engine().write(batch, durability)?;
+            if let Err(e) = self.store.engine().write(batch, durability) {
+                // nothing is known about what the engine holds now
+                self.writer.latest.clear();
+                return Err(e);
+            }
+        }
+        // in change order, so a key changed twice ends with its last version, as `kv` does
+        for change in &changes {
+            let live = (!change.record.tombstone).then_some(&change.record);
+            self.writer.latest.set(&change.key, live);
         }
         self.writer.current = new_rev;
         if let Some(c) = self.compact {
@@ -482,10 +503,12 @@ fn to_event(change: &Change) -> Event {
     } else {
         EventKind::Put
     };
+    let kv = read::to_kv(&change.key, &change.record);
+    let prev_kv = change.prev.as_ref().map(|p| read::to_kv_shared(&kv.key, p));
     Event {
         kind,
-        kv: read::to_kv(&change.key, &change.record),
-        prev_kv: change.prev.as_ref().map(|p| read::to_kv(&change.key, p)),
+        kv,
+        prev_kv,
         sub: change.record.sub,
     }
 }
