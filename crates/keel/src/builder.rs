@@ -91,7 +91,10 @@ pub struct NodeBuilder {
     storage: Storage,
     network: Option<Arc<dyn Network>>,
     initial_members: BTreeMap<MemberId, String>,
+    /// Peer URLs of initial members other than this one (etcd's --initial-cluster).
+    initial_peer_urls: BTreeMap<MemberId, Vec<String>>,
     peer_urls: Vec<String>,
+    client_urls: Vec<String>,
     join: Option<Vec<MemberId>>,
     timings: Timings,
     snapshots: SnapshotPolicy,
@@ -120,7 +123,9 @@ impl NodeBuilder {
             storage: Storage::Memory,
             network: None,
             initial_members: BTreeMap::new(),
+            initial_peer_urls: BTreeMap::new(),
             peer_urls: Vec::new(),
+            client_urls: Vec::new(),
             join: None,
             timings: Timings::default(),
             snapshots: SnapshotPolicy::default(),
@@ -179,6 +184,30 @@ impl NodeBuilder {
         self
     }
 
+    /// The members of the cluster's first configuration with their names and peer URLs, this
+    /// one included (etcd's `--initial-cluster`, with ids derived by keel-membership). As
+    /// [`NodeBuilder::initial_members`], plus the URLs the member records show for the others;
+    /// this member's own URLs come from [`NodeBuilder::peer_urls`].
+    pub fn initial_cluster(
+        mut self,
+        members: impl IntoIterator<Item = (MemberId, String, Vec<String>)>,
+    ) -> Self {
+        self.initial_members.clear();
+        self.initial_peer_urls.clear();
+        for (id, name, urls) in members {
+            self.initial_members.insert(id, name);
+            self.initial_peer_urls.insert(id, urls);
+        }
+        self
+    }
+
+    /// The URLs clients reach this member at (etcd's `--advertise-client-urls`; default: none,
+    /// an embedded member). Published in the member records once the node runs.
+    pub fn client_urls(mut self, urls: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.client_urls = urls.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// How other members reach this one (default: `unix://<name>`, an in-process address).
     /// Recorded in the member records; a joining member must give the URLs it was added with.
     pub fn peer_urls(mut self, urls: impl IntoIterator<Item = impl Into<String>>) -> Self {
@@ -224,6 +253,7 @@ impl NodeBuilder {
             None => self.first_members(&me)?,
         };
         let network = self.network.clone().unwrap_or_else(|| Arc::new(NoNetwork));
+        let lessor_config = self.lessor_config_or_default();
         let engine = open_engine(self.storage)?;
         let store = Arc::new(MvccStore::open_with(
             Arc::clone(&engine),
@@ -231,10 +261,6 @@ impl NodeBuilder {
             Durability::Buffered,
         )?);
         let log = Arc::new(DurableLog::open(Arc::clone(&engine))?);
-        let lessor_config = self.lessor.clone().unwrap_or(keel_lease::LessorConfig {
-            election_timeout: self.timings.election_timeout,
-            ..keel_lease::LessorConfig::default()
-        });
         let lease = Arc::new(
             crate::lease::LeaseState::open(engine.as_ref(), lessor_config, Arc::clone(&self.clock))
                 .map_err(NodeError::Lease)?,
@@ -275,15 +301,27 @@ impl NodeBuilder {
         let consensus =
             Consensus::start(config, engine, Arc::clone(&store), log, network, on_install).await?;
         consensus.spawn_lease_driver(Arc::clone(&lease), self.timings.request_timeout);
-        Ok(Node::new(
+        let node = Node::new(
             self.id,
+            me.name.clone(),
             cluster_id,
             self.timings.request_timeout,
             consensus,
             store,
             lease,
             watches,
-        ))
+        );
+        node.spawn_publish(me.client_urls.clone());
+        Ok(node)
+    }
+
+    /// The lessor's configuration: the given one, or the default with the Raft election
+    /// timeout.
+    fn lessor_config_or_default(&self) -> keel_lease::LessorConfig {
+        self.lessor.clone().unwrap_or(keel_lease::LessorConfig {
+            election_timeout: self.timings.election_timeout,
+            ..keel_lease::LessorConfig::default()
+        })
     }
 
     /// This member's record: its name (given, from the initial members, or `member-<id>`) and
@@ -305,7 +343,17 @@ impl NodeBuilder {
             .map(|u| keel_membership::MemberUrl::parse(u).map(|u| u.as_str().to_owned()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(NodeError::Reconfig)?;
-        Ok(MemberNode { name, peer_urls })
+        let client_urls = self
+            .client_urls
+            .iter()
+            .map(|u| keel_membership::MemberUrl::parse(u).map(|u| u.as_str().to_owned()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(NodeError::Reconfig)?;
+        Ok(MemberNode {
+            name,
+            peer_urls,
+            client_urls,
+        })
     }
 
     /// The first configuration's members (this one with its peer URLs, the others at their
@@ -335,14 +383,16 @@ impl NodeBuilder {
             .into_iter()
             .map(|(id, name)| {
                 let node = if id == self.id {
-                    MemberNode {
-                        name,
-                        peer_urls: me.peer_urls.clone(),
-                    }
+                    me.clone()
                 } else {
+                    let peer_urls = match self.initial_peer_urls.get(&id) {
+                        Some(urls) if !urls.is_empty() => urls.clone(),
+                        _ => vec![default_peer_url(&name)],
+                    };
                     MemberNode {
-                        peer_urls: vec![default_peer_url(&name)],
+                        peer_urls,
                         name,
+                        client_urls: Vec::new(),
                     }
                 };
                 (id, node)

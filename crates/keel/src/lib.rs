@@ -21,9 +21,10 @@
 //! lease driver reads time from the injected [`Clock`] ([`NodeBuilder::clock`]) and proposes
 //! batched expiries and remaining-TTL checkpoints through Raft.
 //!
-//! What it is not (yet): forwarding of membership calls (they must be made on the leader),
-//! leader transfer, backups and back-pressure are not wired in this phase; there is no gRPC
-//! here (that is keel-server).
+//! Membership calls may be made on any member: followers forward them to the leader.
+//!
+//! What it is not (yet): back-pressure is not wired in this phase; there is no gRPC here
+//! (that is keel-server).
 //!
 //! Limits: see [`limits`] (etcd's 1.5 MiB request limit, request deadline defaults).
 //!
@@ -57,11 +58,14 @@ mod watch;
 pub use builder::{NodeBuilder, SnapshotPolicy, Timings};
 pub use error::NodeError;
 pub use keel_lease::{LessorConfig, TimeToLive};
+pub use keel_storage::mvcc::HashKv;
 pub use keel_types::{Clock, ManualClock, SystemClock};
 pub use lease::{LeaseCheckpoint, LeaseExpired, LeaseRequest};
 pub use node::Node;
-pub use node::{LeaseGrant, LeaseKeepAlive};
-pub use raft::{InMemoryNetwork, Network, PeerHandler, PeerMessage, PeerReply, SendFuture};
+pub use node::{LeaseGrant, LeaseKeepAlive, SnapshotExport};
+pub use raft::{
+    cluster_members, InMemoryNetwork, Network, PeerHandler, PeerMessage, PeerReply, SendFuture,
+};
 pub use request::Request;
 pub use response::{MemberChange, MemberStatus, ReadConsistency, Response, ResponseHeader, Status};
 pub use watch::WatchStream;

@@ -3,14 +3,16 @@
 use crate::builder::{self, NodeBuilder};
 use crate::error::NodeError;
 use crate::limits::{SHUTDOWN_POLL_INTERVAL, SHUTDOWN_RELEASE_MAX};
-use crate::raft::{member_list, Consensus, PeerHandler, PeerMessage, RaftStatus, SendFuture};
+use crate::raft::{
+    member_list, Consensus, PeerHandler, PeerMessage, RaftStatus, RemoteChange, SendFuture,
+};
 use crate::request::{Applied, Request};
 use crate::response::{
     MemberChange, MemberStatus, ReadConsistency, Response, ResponseHeader, Status,
 };
 use crate::watch::{WatchRegistry, WatchStream};
 use bytes::Bytes;
-use keel_membership::{runtime_member_id, ChangeRequest, ClusterToken, MemberName, MemberUrl};
+use keel_membership::{runtime_member_id, ClusterToken, MemberName, MemberUrl};
 use keel_storage::mvcc::{
     DeleteRequest, DeleteResponse, KeyValue, PutRequest, PutResponse, RangeRequest, RangeResponse,
     TxnRequest, TxnResponse,
@@ -24,8 +26,10 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 mod lease;
+mod maintenance;
 mod renew_batch;
 pub use lease::{LeaseGrant, LeaseKeepAlive};
+pub use maintenance::SnapshotExport;
 
 /// A member of a keel cluster: etcd's KV API on a replicated, linearizable MVCC store.
 ///
@@ -75,6 +79,8 @@ impl std::fmt::Debug for Node {
 
 struct NodeInner {
     id: MemberId,
+    /// This member's name (published in the member records).
+    name: String,
     cluster_id: ClusterId,
     request_timeout: Duration,
     /// The running parts; `None` once shut down. Guards only the option (cloned out, never
@@ -118,8 +124,13 @@ impl Node {
         builder::column_families()
     }
 
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "crate-internal constructor, called once by the builder with its parts"
+    )]
     pub(crate) fn new(
         id: MemberId,
+        name: String,
         cluster_id: ClusterId,
         request_timeout: Duration,
         consensus: Consensus,
@@ -130,6 +141,7 @@ impl Node {
         Node {
             inner: Arc::new(NodeInner {
                 id,
+                name,
                 cluster_id,
                 request_timeout,
                 running: Mutex::new(Some(Arc::new(Running {
@@ -404,7 +416,7 @@ impl Node {
     /// `peer_urls`, with an id derived from the URLs (etcd's runtime member id). Returns once
     /// the addition is committed; then start the new member with
     /// [`NodeBuilder::join_existing`] under the returned id, name and URLs, and promote it with
-    /// [`Node::member_promote`] once it caught up. Must be called on the leader.
+    /// [`Node::member_promote`] once it caught up. Served by the leader (forwarded there from any member).
     ///
     /// # Errors
     /// [`NodeError::Reconfig`] with etcd's texts ("etcdserver: Peer URLs already exists",
@@ -482,42 +494,44 @@ impl Node {
         peer_urls: Vec<MemberUrl>,
         is_learner: bool,
     ) -> Result<MemberChange, NodeError> {
-        MemberName::new(name).map_err(NodeError::Reconfig)?;
-        let request = ChangeRequest::Add {
+        // etcd's MemberAdd names no one: an unnamed member takes its name when it starts.
+        if !name.is_empty() {
+            MemberName::new(name).map_err(NodeError::Reconfig)?;
+        }
+        let change = RemoteChange::Add {
             id,
-            peer_urls,
+            name: name.to_owned(),
+            peer_urls: peer_urls.iter().map(|u| u.as_str().to_owned()).collect(),
             is_learner,
         };
-        self.reconfigure(id, request, Some(name.to_owned())).await
+        self.reconfigure(id, change).await
     }
 
     /// etcd MemberPromote: make learner `id` a voter (joint consensus). Refused unless the
     /// learner is in sync: its match index, as the leader tracks it, is at least 90% of the
-    /// leader's last index. Must be called on the leader.
+    /// leader's last index. Served by the leader (forwarded there from any member).
     ///
     /// # Errors
     /// [`NodeError::Reconfig`]: "etcdserver: can only promote a learner member which is in
     /// sync with leader", "etcdserver: can only promote a learner member", "etcdserver: member
     /// not found", not enough started members; as [`Node::member_add`].
     pub async fn member_promote(&self, id: MemberId) -> Result<MemberChange, NodeError> {
-        self.reconfigure(id, ChangeRequest::Promote { id }, None)
-            .await
+        self.reconfigure(id, RemoteChange::Promote { id }).await
     }
 
     /// etcd MemberRemove: remove member `id` (voter or learner; the leader may remove itself,
     /// stepping down once the new configuration committed). The id is remembered as removed
-    /// and can never be added again. Must be called on the leader.
+    /// and can never be added again. Served by the leader (forwarded there from any member).
     ///
     /// # Errors
     /// [`NodeError::Reconfig`]: "etcdserver: re-configuration failed due to not enough started
     /// members" (the remaining voters would have no reachable quorum), "etcdserver: member not
     /// found"; as [`Node::member_add`].
     pub async fn member_remove(&self, id: MemberId) -> Result<MemberChange, NodeError> {
-        self.reconfigure(id, ChangeRequest::Remove { id }, None)
-            .await
+        self.reconfigure(id, RemoteChange::Remove { id }).await
     }
 
-    /// etcd MemberUpdate: change member `id`'s peer URLs. Must be called on the leader.
+    /// etcd MemberUpdate: change member `id`'s peer URLs. Served by the leader (forwarded there from any member).
     ///
     /// # Errors
     /// [`NodeError::Reconfig`] (unknown member, URLs in use or invalid); as
@@ -527,8 +541,11 @@ impl Node {
         id: MemberId,
         peer_urls: &[&str],
     ) -> Result<MemberChange, NodeError> {
-        let peer_urls = parse_urls(peer_urls)?;
-        self.reconfigure(id, ChangeRequest::UpdatePeerUrls { id, peer_urls }, None)
+        let peer_urls = parse_urls(peer_urls)?
+            .iter()
+            .map(|u| u.as_str().to_owned())
+            .collect();
+        self.reconfigure(id, RemoteChange::Update { id, peer_urls })
             .await
     }
 
@@ -541,20 +558,68 @@ impl Node {
         Ok(self.inner.running()?.consensus.reachable())
     }
 
+    /// Publish this member's name and the client URLs it serves on (etcd's attribute update
+    /// after start): they appear in every member's records ([`Node::members`], etcd's
+    /// MemberList), naming a member that was added unnamed. Forwarded to the leader like the
+    /// other membership calls. Idempotent. The node does this by itself at start.
+    ///
+    /// # Errors
+    /// Invalid URLs ([`NodeError::Reconfig`]), [`NodeError::Timeout`], [`NodeError::Stopped`].
+    pub async fn publish_client_urls(&self, urls: &[&str]) -> Result<MemberChange, NodeError> {
+        let id = self.inner.id;
+        let client_urls = parse_urls(urls)?
+            .iter()
+            .map(|u| u.as_str().to_owned())
+            .collect();
+        let name = self.inner.name.clone();
+        self.reconfigure(
+            id,
+            RemoteChange::Publish {
+                id,
+                name,
+                client_urls,
+            },
+        )
+        .await
+    }
+
+    /// Publish this member's name and `urls` as its client URLs in the background until the
+    /// records show them (the leader may not be known yet at start) or the node stops.
+    pub(crate) fn spawn_publish(&self, urls: Vec<String>) {
+        let node = self.clone();
+        let mut urls = urls;
+        urls.sort();
+        urls.dedup();
+        tokio::spawn(async move {
+            let refs: Vec<&str> = urls.iter().map(String::as_str).collect();
+            // Always asked of the leader (it leaves equal records alone): this member's own
+            // view may still show its own first configuration, not the one that won.
+            loop {
+                match node.publish_client_urls(&refs).await {
+                    Ok(_) => return,
+                    Err(e) if e.is_fatal() => return,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "publishing name and client URLs; will retry");
+                        tokio::time::sleep(crate::limits::FORWARD_RETRY_PAUSE * 10).await;
+                    }
+                }
+            }
+        });
+    }
+
     async fn reconfigure(
         &self,
         id: MemberId,
-        request: ChangeRequest,
-        name: Option<String>,
+        change: RemoteChange,
     ) -> Result<MemberChange, NodeError> {
         let running = self.inner.running()?;
-        let cluster = running
+        let members = running
             .consensus
-            .reconfigure(request, name, self.inner.request_timeout)
+            .change(change, self.inner.request_timeout)
             .await?;
         Ok(MemberChange {
             member_id: id,
-            members: member_list(&cluster),
+            members,
         })
     }
 

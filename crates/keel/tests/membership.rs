@@ -308,10 +308,10 @@ async fn refusals_carry_etcds_texts() {
     // The same URLs cannot be added twice.
     let err = leader.member_add("n9b", &[&url("n9")]).await.unwrap_err();
     assert_eq!(err.to_string(), "etcdserver: Peer URLs already exists");
-    // Membership calls are served by the leader.
+    // Membership calls made on a follower are served by the leader.
     let follower = nodes.iter().find(|n| n.id() != leader.id()).unwrap();
-    let err = follower.member_remove(added.member_id).await.unwrap_err();
-    assert!(matches!(err, NodeError::NotLeader { leader: Some(l) } if l == leader.id()));
+    let removed = follower.member_remove(added.member_id).await.unwrap();
+    assert!(removed.members.iter().all(|m| m.id != added.member_id));
 
     // Isolate one follower; removing the other would leave {leader, isolated}: no quorum.
     let followers: Vec<&Node> = nodes.iter().filter(|n| n.id() != leader.id()).collect();
@@ -334,9 +334,9 @@ async fn refusals_carry_etcds_texts() {
         "etcdserver: re-configuration failed due to not enough started members"
     );
     assert_eq!(voters(&leader.members().await.unwrap()).len(), 3);
-    // Removing the never-started learner does not touch the voters: allowed.
-    let after = leader.member_remove(added.member_id).await.unwrap();
-    assert!(after.members.iter().all(|m| m.id != added.member_id));
+    // The learner removed above cannot be removed (or added) again.
+    let err = leader.member_remove(added.member_id).await.unwrap_err();
+    assert_eq!(err.to_string(), "etcdserver: ID removed");
 
     net.heal();
     for n in &nodes {
@@ -391,4 +391,76 @@ async fn member_update_changes_peer_urls_under_the_rules() {
     assert!(matches!(err, NodeError::Reconfig(_)), "{err:?}");
     assert_eq!(n1.members().await.unwrap(), updated.members);
     n1.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_calls_on_a_follower_reach_the_leader_and_leadership_moves() {
+    let net = InMemoryNetwork::new();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        nodes.push(start_initial(&net, i as u64 + 1, &[1, 2, 3], dir.path()).await);
+    }
+    let leader = agreed_leader(&nodes).await;
+    let follower = nodes
+        .iter()
+        .find(|n| n.id() != leader.id())
+        .unwrap()
+        .clone();
+
+    // Add, update and remove a learner, all asked of a follower.
+    let added = follower.member_add("n9", &[&url("n9")]).await.unwrap();
+    let id = added.member_id;
+    let record = added.members.iter().find(|m| m.id == id).unwrap();
+    assert!(record.is_learner);
+    assert_eq!(record.name, "n9");
+    let updated = follower.member_update(id, &[&url("n9b")]).await.unwrap();
+    let record = updated.members.iter().find(|m| m.id == id).unwrap();
+    assert_eq!(record.peer_urls, vec![url("n9b")]);
+    assert_eq!(record.name, "n9");
+    follower.member_remove(id).await.unwrap();
+    // The leader's refusal comes back with etcd's text.
+    let refused = follower.member_remove(id).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("etcdserver: ID removed"),
+        "{refused}"
+    );
+
+    // A follower publishes its client URLs; every member's records show them.
+    follower
+        .publish_client_urls(&["http://127.0.0.1:23790"])
+        .await
+        .unwrap();
+    let members = leader.members().await.unwrap();
+    let record = members.iter().find(|m| m.id == follower.id()).unwrap();
+    assert_eq!(
+        record.client_urls,
+        vec!["http://127.0.0.1:23790".to_owned()]
+    );
+
+    // Leadership moves on the leader's request only.
+    assert!(matches!(
+        follower.move_leader(follower.id()).await,
+        Err(NodeError::NotLeader { .. })
+    ));
+    leader.move_leader(follower.id()).await.unwrap();
+    assert_eq!(agreed_leader(&nodes).await.id(), follower.id());
+
+    // Every member hashes the same keyspace identically.
+    let put = follower.put("h", "v").await.unwrap();
+    let rev = Some(put.header.revision);
+    let mut hashes = BTreeSet::new();
+    for n in &nodes {
+        n.wait_for_status(DEADLINE, |s| s.header.revision >= put.header.revision)
+            .await
+            .unwrap();
+        hashes.insert(n.hash_kv(rev).await.unwrap().body.hash);
+    }
+    assert_eq!(hashes.len(), 1);
+    // The state export is readable and checksummed chunk by chunk.
+    let chunks: Vec<Vec<u8>> = leader.snapshot().unwrap().map(|c| c.unwrap()).collect();
+    assert!(!chunks.is_empty());
+    for n in &nodes {
+        n.shutdown().await;
+    }
 }

@@ -69,6 +69,8 @@ pub(crate) struct Consensus {
     pub(super) reachable_window: Duration,
     /// Serializes membership changes on this member.
     pub(super) reconfig_lock: tokio::sync::Mutex<()>,
+    /// How long a change forwarded by another member may take here.
+    pub(super) request_timeout: Duration,
 }
 
 fn fatal(e: &Fatal<TypeConfig>) -> NodeError {
@@ -150,6 +152,7 @@ impl Consensus {
             cluster_id: config.cluster_id,
             reachable_window: config.election_timeout,
             reconfig_lock: tokio::sync::Mutex::new(()),
+            request_timeout: config.recovery_timeout,
         };
         if !config.join {
             this.initialize_once(&config).await?;
@@ -183,6 +186,20 @@ impl Consensus {
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
             Err(e) => Err(raft_error(&e)),
         }
+    }
+
+    /// Ask openraft to hand leadership to `to` (leader only; completes asynchronously).
+    pub(crate) async fn transfer_leader(&self, to: MemberId) -> Result<(), NodeError> {
+        self.raft
+            .trigger()
+            .transfer_leader(to.get())
+            .await
+            .map_err(|e| fatal(&e))
+    }
+
+    /// The network to the other members.
+    pub(super) fn network(&self) -> &dyn Network {
+        &*self.network
     }
 
     /// Propose on this member; `NotLeader` when it is not the leader.
@@ -320,6 +337,13 @@ impl Consensus {
             // A forwarded request is served here or refused: never forwarded again.
             Message::Forward(request) => self.write_local(request).await?,
             Message::ReadIndex => self.read_index_local().await?,
+            Message::TransferLeader(req) => Reply::TransferLeader(
+                self.raft
+                    .handle_transfer_leader(req)
+                    .await
+                    .map_err(|e| fatal(&e))?,
+            ),
+            Message::Reconfigure(change) => self.serve_change(change, self.request_timeout).await,
             Message::Members => {
                 let cluster = self.cluster()?;
                 Reply::Members {
@@ -343,7 +367,7 @@ impl Consensus {
                 id: MemberId::new(*id),
                 name: node.name.clone(),
                 peer_urls: node.peer_urls.clone(),
-                client_urls: Vec::new(),
+                client_urls: node.client_urls.clone(),
                 is_learner: learners.contains(id),
             })
             .collect();

@@ -52,23 +52,28 @@ pub(super) fn derive_cluster(
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
     let mut members = Vec::new();
     for (id, node) in membership.nodes() {
-        // A node without name or URLs (openraft's default node) gets the builder's defaults
-        // for a member configured without them.
-        let name = if node.name.is_empty() {
-            format!("member-{id}")
-        } else {
-            node.name.clone()
-        };
+        // A member added without a name (etcd's MemberAdd names no one) stays unnamed until
+        // it starts and publishes its name. A node without URLs (openraft's default node)
+        // gets the builder's default for a member configured without them.
+        let name = node.name.clone();
         let urls = if node.peer_urls.is_empty() {
-            vec![MemberUrl::parse(&format!("unix://{name}"))?]
+            vec![MemberUrl::parse(&format!("unix://member-{id}"))?]
         } else {
             node.peer_urls
                 .iter()
                 .map(|u| MemberUrl::parse(u))
                 .collect::<Result<Vec<_>, _>>()?
         };
-        let member = Member::new(MemberId::new(*id), urls, !voters.contains(id))?
-            .with_name(MemberName::new(name)?);
+        let client_urls = node
+            .client_urls
+            .iter()
+            .map(|u| MemberUrl::parse(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut member = Member::new(MemberId::new(*id), urls, !voters.contains(id))?
+            .with_client_urls(client_urls)?;
+        if !name.is_empty() {
+            member = member.with_name(MemberName::new(name)?);
+        }
         members.push(member);
     }
     let mut removed: BTreeSet<MemberId> = BTreeSet::new();
@@ -116,7 +121,7 @@ pub(crate) fn member_list(cluster: &Cluster) -> Vec<MemberStatus> {
         .collect()
 }
 
-fn change_error(e: &RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> NodeError {
+pub(super) fn change_error(e: &RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> NodeError {
     if let Some(f) = e.forward_to_leader() {
         return NodeError::NotLeader {
             leader: f.leader_id.map(MemberId::new),
@@ -167,6 +172,71 @@ pub(crate) fn verify_added(
     Ok(())
 }
 
+/// Ask the members `contacts` of a running cluster, in turn, for the cluster id and member
+/// records; returns the first answer. A member about to join with
+/// [`crate::NodeBuilder::join_existing`] uses it to learn the id it was added under (etcd's
+/// joining member finds itself in the member list by its peer URLs).
+///
+/// # Examples
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use keel::{InMemoryNetwork, NodeBuilder};
+/// use keel_types::MemberId;
+/// use std::time::Duration;
+/// let net = InMemoryNetwork::new();
+/// let node = NodeBuilder::new(MemberId::new(1)).network(net.endpoint(MemberId::new(1))).start().await?;
+/// net.register(node.id(), node.peer_handler());
+/// let (cluster, members) =
+///     keel::cluster_members(&*net.endpoint(MemberId::new(9)), &[node.id()], Duration::from_secs(5)).await?;
+/// assert_eq!(cluster, node.cluster_id());
+/// assert_eq!(members[0].id, node.id());
+/// node.shutdown().await;
+/// # Ok::<(), keel::NodeError>(())
+/// # }).unwrap();
+/// ```
+///
+/// # Errors
+/// [`NodeError::Timeout`] if no contact answered within `deadline`; [`NodeError::Config`]
+/// without contacts.
+pub async fn cluster_members(
+    network: &dyn Network,
+    contacts: &[MemberId],
+    deadline: Duration,
+) -> Result<(ClusterId, Vec<MemberStatus>), NodeError> {
+    if contacts.is_empty() {
+        return Err(NodeError::Config {
+            detail: "asking for the member records needs at least one member to contact".into(),
+        });
+    }
+    let work = async {
+        loop {
+            for contact in contacts {
+                if let Some(answer) = ask_members(network, *contact).await {
+                    return answer;
+                }
+            }
+            tokio::time::sleep(FORWARD_RETRY_PAUSE).await;
+        }
+    };
+    tokio::time::timeout(deadline, work)
+        .await
+        .map_err(|_| NodeError::Timeout)
+}
+
+/// One contact's cluster id and member records, if it answered.
+async fn ask_members(
+    network: &dyn Network,
+    contact: MemberId,
+) -> Option<(ClusterId, Vec<MemberStatus>)> {
+    match network.send(contact, PeerMessage(Message::Members)).await {
+        Ok(PeerReply(Reply::Members {
+            cluster_id,
+            members,
+        })) => Some((cluster_id, members)),
+        _ => None,
+    }
+}
+
 /// Ask `contacts` (members of a running cluster), in turn, for the cluster id and records,
 /// until one lists member `id` or `deadline` passes; the last answer is returned either way
 /// (a contact may not have applied the member's addition yet).
@@ -188,12 +258,7 @@ pub(crate) async fn fetch_members(
     let work = async {
         loop {
             for contact in contacts {
-                let reply = network.send(*contact, PeerMessage(Message::Members)).await;
-                if let Ok(PeerReply(Reply::Members {
-                    cluster_id,
-                    members,
-                })) = reply
-                {
+                if let Some((cluster_id, members)) = ask_members(network, *contact).await {
                     let listed = members.iter().any(|m| m.id == id);
                     last = Some((cluster_id, members));
                     if listed {
@@ -247,6 +312,19 @@ impl Consensus {
             .collect();
         reachable.insert(self.id);
         reachable
+    }
+
+    /// [`NodeError::NotLeader`] unless this member is the leader.
+    pub(super) fn require_leader(&self) -> Result<(), NodeError> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        if m.state == ServerState::Leader {
+            Ok(())
+        } else {
+            Err(NodeError::NotLeader {
+                leader: m.current_leader.map(MemberId::new),
+            })
+        }
     }
 
     /// The leader's view for the rules: last log index, match indexes, reachable members.
@@ -313,7 +391,7 @@ impl Consensus {
     /// Wait until this member has applied its effective membership: a fresh leader's first
     /// configuration, or a previous change still finishing, is committed before the next
     /// change is planned against the records (openraft allows one change at a time).
-    async fn settle_membership(&self, deadline: Duration) -> Result<(), NodeError> {
+    pub(super) async fn settle_membership(&self, deadline: Duration) -> Result<(), NodeError> {
         let index = self
             .raft
             .metrics()
@@ -340,8 +418,9 @@ impl Consensus {
         let change: ChangeMembers<u64, MemberNode> = match step {
             Step::AddLearner { id, peer_urls } => {
                 let node = MemberNode {
-                    name: name.map_or_else(|| format!("member-{id}"), str::to_owned),
+                    name: name.unwrap_or_default().to_owned(),
                     peer_urls: urls(peer_urls),
+                    client_urls: Vec::new(),
                 };
                 self.raft
                     .add_learner(id.get(), node, false)
@@ -363,10 +442,15 @@ impl Consensus {
                     .and_then(|m| m.name())
                     .map(|n| n.as_str().to_owned())
                     .or_else(|| current.get(&id.get()).map(|n| n.name.clone()))
-                    .unwrap_or_else(|| format!("member-{id}"));
+                    .unwrap_or_default();
+                let client_urls = current
+                    .get(&id.get())
+                    .map(|n| n.client_urls.clone())
+                    .unwrap_or_default();
                 let node = MemberNode {
                     name,
                     peer_urls: urls(peer_urls),
+                    client_urls,
                 };
                 ChangeMembers::SetNodes([(id.get(), node)].into())
             }
@@ -379,7 +463,7 @@ impl Consensus {
     }
 
     /// The nodes of this member's current (effective) openraft membership.
-    fn status_membership(&self) -> BTreeMap<u64, MemberNode> {
+    pub(super) fn status_membership(&self) -> BTreeMap<u64, MemberNode> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow_watched();
         m.membership_config
@@ -398,6 +482,7 @@ mod tests {
         MemberNode {
             name: name.into(),
             peer_urls: vec![format!("unix://{name}")],
+            client_urls: Vec::new(),
         }
     }
 

@@ -4,6 +4,7 @@
 //! this folder.
 
 mod consensus;
+mod forward;
 mod lease_driver;
 mod log_store;
 mod membership;
@@ -14,10 +15,13 @@ mod state_machine;
 mod storage_suite;
 
 pub(crate) use consensus::{Consensus, ConsensusConfig, RaftStatus};
+pub(crate) use forward::RemoteChange;
+pub use membership::cluster_members;
 pub(crate) use membership::{fetch_members, member_list, verify_added};
 pub use memory_network::InMemoryNetwork;
 pub use network::{Network, PeerHandler, PeerMessage, PeerReply, SendFuture};
 pub(crate) use network::{NoNetwork, PeerService};
+pub(crate) use state_machine::STATE_COLUMN_FAMILIES;
 
 use crate::request::{Applied, Request};
 
@@ -32,13 +36,14 @@ openraft::declare_raft_types!(
         AsyncRuntime = openraft::TokioRuntime,
 );
 
-/// What openraft's membership carries for each member: its name and peer URLs. Member records
-/// in keel-membership's `MEMBERS_CF` are derived from these (see `state_machine`), so the two
-/// never disagree.
+/// What openraft's membership carries for each member: its name, peer URLs and client URLs
+/// (empty until the member publishes them). Member records in keel-membership's `MEMBERS_CF`
+/// are derived from these (see `state_machine`), so the two never disagree.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct MemberNode {
     pub(crate) name: String,
     pub(crate) peer_urls: Vec<String>,
+    pub(crate) client_urls: Vec<String>,
 }
 
 impl std::fmt::Display for MemberNode {

@@ -15,7 +15,8 @@ use keel_types::MemberId;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{RaftNetworkV2, Snapshot};
 use serde::{Deserialize, Serialize};
@@ -83,6 +84,10 @@ pub(crate) enum Message {
     ReadIndex,
     /// A joining member asks for the cluster id and member records.
     Members,
+    /// The leader hands leadership to the receiver (openraft's transfer-leader RPC).
+    TransferLeader(TransferLeaderRequest<TypeConfig>),
+    /// A membership change received by a follower, for the leader.
+    Reconfigure(super::forward::RemoteChange),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -101,6 +106,11 @@ pub(crate) enum Reply {
     Members {
         cluster_id: keel_types::ClusterId,
         members: Vec<crate::response::MemberStatus>,
+    },
+    TransferLeader(TransferLeaderResponse<TypeConfig>),
+    /// The leader refused a forwarded change, with its message.
+    Refused {
+        detail: String,
     },
 }
 
@@ -264,6 +274,17 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         match self.call(Message::PreVote(rpc)).await? {
             Reply::Vote(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(Message::TransferLeader(req)).await? {
+            Reply::TransferLeader(r) => Ok(r),
             other => Err(unexpected(&other)),
         }
     }

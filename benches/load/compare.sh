@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# keel vs etcd, same machine, same client, same parameters: starts a 3-member keel cluster and
+# a 3-member etcd cluster (Debian's etcd-server) on 127.0.0.1, runs each workload of the
+# etcd-load tool against both, and prints the figures and keel/etcd ratios.
+#
+#   bash benches/load/compare.sh            # default parameters
+#   TOTAL=50000 bash benches/load/compare.sh
+#
+# Needs: etcd (apt-get install etcd-server), a release build of keel and etcd-load (built here).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+TOTAL=${TOTAL:-20000}
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+command -v etcd >/dev/null || { echo "etcd not found: apt-get install etcd-server" >&2; exit 1; }
+cargo build --release -q -p keel-server --bin keel
+cargo build --release -q -p keel-benches --bin etcd-load
+KEEL=target/release/keel
+LOAD=target/release/etcd-load
+
+# start_cluster <binary> <base port> <token>: three members, client ports base+0,2,4.
+start_cluster() {
+  local bin=$1 base=$2 token=$3 initial="" i
+  for i in 0 1 2; do
+    initial+="m$i=http://127.0.0.1:$((base + 2 * i + 1)),"
+  done
+  initial=${initial%,}
+  for i in 0 1 2; do
+    "$bin" --name "m$i" --data-dir "$work/$token-m$i" \
+      --listen-client-urls "http://127.0.0.1:$((base + 2 * i))" \
+      --advertise-client-urls "http://127.0.0.1:$((base + 2 * i))" \
+      --listen-peer-urls "http://127.0.0.1:$((base + 2 * i + 1))" \
+      --initial-advertise-peer-urls "http://127.0.0.1:$((base + 2 * i + 1))" \
+      --initial-cluster "$initial" --initial-cluster-token "$token" \
+      --initial-cluster-state new >"$work/$token-m$i.log" 2>&1 &
+    pids+=($!)
+  done
+  local eps="127.0.0.1:$base,127.0.0.1:$((base + 2)),127.0.0.1:$((base + 4))"
+  for _ in $(seq 1 200); do
+    if ETCDCTL_API=3 etcdctl --endpoints "$eps" put ready 1 >/dev/null 2>&1; then
+      echo "$eps"
+      return
+    fi
+    sleep 0.1
+  done
+  echo "cluster $token did not start" >&2
+  exit 1
+}
+
+keel_eps=$(start_cluster "$KEEL" 42379 keel)
+etcd_eps=$(start_cluster etcd 43379 etcd)
+
+field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
+
+printf '%-10s %-8s %12s %12s %8s %10s %10s %8s\n' workload clients keel_ops/s etcd_ops/s ratio keel_p99 etcd_p99 p99_ratio
+run() {
+  local workload=$1 clients=$2 k e
+  k=$("$LOAD" --endpoints "$keel_eps" --workload "$workload" --clients "$clients" --total "$TOTAL" --label keel)
+  e=$("$LOAD" --endpoints "$etcd_eps" --workload "$workload" --clients "$clients" --total "$TOTAL" --label etcd)
+  echo "$k" >>"$work/raw"
+  echo "$e" >>"$work/raw"
+  local ko eo kp ep
+  ko=$(field "$k" ops_per_s); eo=$(field "$e" ops_per_s)
+  kp=$(field "$k" p99_ms); ep=$(field "$e" p99_ms)
+  printf '%-10s %-8s %12s %12s %8.2f %10s %10s %8.2f\n' "$workload" "$clients" "$ko" "$eo" \
+    "$(awk "BEGIN{print $ko/$eo}")" "$kp" "$ep" "$(awk "BEGIN{print $kp/$ep}")"
+}
+
+run put 1
+run put 16
+run put 64
+run range-l 64
+run range-s 64
+run txn 64
+run keepalive 16
+run watch 16
+echo
+echo "raw figures:"
+cat "$work/raw"

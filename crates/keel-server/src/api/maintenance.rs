@@ -1,0 +1,216 @@
+//! etcd's Maintenance service: status, hashes, alarms, defragment, snapshot, leader transfer.
+
+use super::{current_header, to_status, ETCD_VERSION};
+use crate::convert;
+use crate::pb::etcdserverpb as pb;
+use bytes::Bytes;
+use keel::Node;
+use keel_types::{MemberId, Revision};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// etcd's Maintenance service on a [`Node`].
+#[derive(Clone, Debug)]
+pub struct MaintenanceService {
+    node: Arc<Node>,
+}
+
+impl MaintenanceService {
+    /// The service on `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        MaintenanceService { node }
+    }
+}
+
+/// Run a blocking read of the node's state export off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, keel::NodeError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Status::internal(format!("state export task failed: {e}")))?
+        .map_err(to_status)
+}
+
+/// Responses of the snapshot stream in flight (the export thread waits when it is full).
+const SNAPSHOT_RESPONSES_BUFFERED_MAX: usize = 4;
+
+/// Read the node's export on a blocking thread and send it framed as
+/// [`crate::snapshot_file`] describes, ending with etcd's SHA-256 trailer. `remaining_bytes`
+/// counts down from the engine's size estimate and is 0 on the last response.
+fn spawn_snapshot_stream(
+    node: Arc<Node>,
+    header: pb::ResponseHeader,
+    estimate_bytes: u64,
+    tx: tokio::sync::mpsc::Sender<Result<pb::SnapshotResponse, Status>>,
+) {
+    tokio::task::spawn_blocking(move || {
+        let send = |blob: Vec<u8>, remaining_bytes: u64| {
+            tx.blocking_send(Ok(pb::SnapshotResponse {
+                header: Some(header),
+                remaining_bytes,
+                blob: Bytes::from(blob),
+            }))
+            .is_ok()
+        };
+        let export = match node.snapshot() {
+            Ok(e) => e,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(to_status(e)));
+                return;
+            }
+        };
+        let mut encoder = crate::snapshot_file::SnapshotEncoder::new();
+        let mut sent: u64 = 0;
+        let mut pending = encoder.header();
+        for chunk in export {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(to_status(e)));
+                    return;
+                }
+            };
+            sent += pending.len() as u64;
+            // Never 0 before the last response, which alone says "done".
+            let remaining = estimate_bytes.saturating_sub(sent).max(1);
+            if !send(
+                std::mem::replace(&mut pending, encoder.chunk(&chunk)),
+                remaining,
+            ) {
+                return;
+            }
+        }
+        pending.extend(encoder.finish());
+        let _ = send(pending, 0);
+    });
+}
+
+#[tonic::async_trait]
+impl pb::maintenance_server::Maintenance for MaintenanceService {
+    /// Deviation from etcd: keel keeps no alarms yet (there is no space quota), so the list
+    /// is always empty; activating or deactivating NOSPACE is accepted and answered with it.
+    async fn alarm(
+        &self,
+        _request: Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
+        Ok(Response::new(pb::AlarmResponse {
+            header: Some(current_header(&self.node).await?),
+            alarms: Vec::new(),
+        }))
+    }
+
+    /// `raftIndex` is the committed index and `raftAppliedIndex` the applied one, as in
+    /// etcd; `dbSizeInUse` equals `dbSize` (RocksDB has no free pages to subtract).
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let s = self.node.status().await.map_err(to_status)?;
+        let db_size = convert::signed(s.db_size_bytes);
+        Ok(Response::new(pb::StatusResponse {
+            header: Some(convert::header(&s.header)),
+            version: ETCD_VERSION.to_owned(),
+            db_size,
+            leader: s.leader.map_or(0, MemberId::get),
+            raft_index: s.committed_index,
+            raft_term: s.header.raft_term,
+            raft_applied_index: s.applied_index,
+            errors: Vec::new(),
+            db_size_in_use: db_size,
+            is_learner: s.is_learner,
+        }))
+    }
+
+    /// Deviation from etcd: RocksDB reclaims space with its own background compactions and
+    /// has no offline defragmentation, so there is nothing to do.
+    async fn defragment(
+        &self,
+        _request: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        Ok(Response::new(pb::DefragmentResponse {
+            header: Some(current_header(&self.node).await?),
+        }))
+    }
+
+    /// A CRC-32C of this member's whole replicated state (the snapshot export). Like etcd's
+    /// Hash, it covers member-local bookkeeping too; compare members with HashKV.
+    async fn hash(
+        &self,
+        _request: Request<pb::HashRequest>,
+    ) -> Result<Response<pb::HashResponse>, Status> {
+        let header = current_header(&self.node).await?;
+        let node = Arc::clone(&self.node);
+        let hash = blocking(move || {
+            let mut crc = 0u32;
+            for chunk in node.snapshot()? {
+                crc = crc32c::crc32c_append(crc, &chunk?);
+            }
+            Ok(crc)
+        })
+        .await?;
+        Ok(Response::new(pb::HashResponse {
+            header: Some(header),
+            hash,
+        }))
+    }
+
+    async fn hash_kv(
+        &self,
+        request: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
+        let revision = Revision::from_etcd(request.into_inner().revision).filter(|r| r.get() > 0);
+        let resp = self.node.hash_kv(revision).await.map_err(to_status)?;
+        Ok(Response::new(pb::HashKvResponse {
+            header: Some(convert::header(&resp.header)),
+            hash: resp.body.hash,
+            compact_revision: resp.body.compact_revision.to_etcd(),
+            hash_revision: resp.body.revision.to_etcd(),
+        }))
+    }
+
+    type SnapshotStream =
+        tokio_stream::wrappers::ReceiverStream<Result<pb::SnapshotResponse, Status>>;
+
+    /// Deviation from etcd: the blob is keel's snapshot format (the checksummed chunks of the
+    /// replicated state in [`crate::snapshot_file`]'s container, which keeps etcd's
+    /// `512·k + 32`-byte shape and SHA-256 trailer so etcdctl saves it), not a bolt database;
+    /// etcdutl cannot restore it. Streamed as it is read: memory stays bounded.
+    async fn snapshot(
+        &self,
+        _request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        let header = current_header(&self.node).await?;
+        let estimate_bytes = self.node.status().await.map_err(to_status)?.db_size_bytes;
+        let (tx, rx) = tokio::sync::mpsc::channel(SNAPSHOT_RESPONSES_BUFFERED_MAX);
+        spawn_snapshot_stream(Arc::clone(&self.node), header, estimate_bytes, tx);
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
+
+    /// Must be called on the leader, as in etcd.
+    async fn move_leader(
+        &self,
+        request: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        let target = MemberId::new(request.into_inner().target_id);
+        self.node
+            .move_leader(target)
+            .await
+            .map_err(|e| crate::status::from_move_leader_error(&e))?;
+        Ok(Response::new(pb::MoveLeaderResponse {
+            header: Some(current_header(&self.node).await?),
+        }))
+    }
+
+    /// keel has one storage format and no cluster version negotiation: nothing to downgrade.
+    async fn downgrade(
+        &self,
+        _request: Request<pb::DowngradeRequest>,
+    ) -> Result<Response<pb::DowngradeResponse>, Status> {
+        Err(Status::unimplemented(
+            "keel does not support cluster downgrades",
+        ))
+    }
+}

@@ -1,0 +1,115 @@
+//! etcd's v3 gRPC API (KV, Watch, Lease, Cluster, Maintenance) served by a [`keel::Node`].
+//!
+//! Each service is a thin adapter: decode the request ([`crate::convert`]), call the node,
+//! encode the answer, and turn errors into etcd's statuses ([`crate::status`]). The Auth
+//! service is not served: its calls get gRPC's `Unimplemented`.
+//!
+//! What differs from etcd is marked `Deviation from etcd` where it happens; in short: requests
+//! are served on learners too, Defragment has nothing to do on RocksDB, Snapshot streams
+//! keel's snapshot format (not a bolt database), and Downgrade is not supported.
+
+mod cluster;
+mod kv;
+mod lease;
+mod maintenance;
+mod watch;
+
+pub use cluster::ClusterService;
+pub use kv::KvService;
+pub use lease::LeaseService;
+pub use maintenance::MaintenanceService;
+pub use watch::WatchService;
+
+use crate::pb::etcdserverpb::{
+    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer, ResponseHeader,
+};
+use keel::Node;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::Status;
+
+/// The etcd version keel reports in Maintenance Status (etcdctl 3.4 and 3.5 parse it and
+/// enable their 3.5 features by it).
+pub const ETCD_VERSION: &str = "3.5.0";
+
+/// Room for gRPC framing and protobuf envelope on top of the request limit (etcd grants the
+/// same 512 KiB: its gRPC receive limit is `--max-request-bytes` plus this).
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Limits of the API layer (etcd's defaults).
+///
+/// # Examples
+/// ```
+/// let limits = keel_server::api::ApiLimits { txn_ops_max: 64, ..Default::default() };
+/// assert_eq!(limits.request_bytes_max, 1536 * 1024);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// Most compares, and most operations per branch, in one txn (etcd: `--max-txn-ops`, 128).
+    pub txn_ops_max: usize,
+    /// Largest request (etcd: `--max-request-bytes`, 1.5 MiB); also the size a fragmenting
+    /// watcher's responses are split to.
+    pub request_bytes_max: usize,
+    /// Period of the progress notifications sent to watchers that asked for them (etcd's
+    /// default: 10 minutes).
+    pub watch_progress_interval: Duration,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            txn_ops_max: keel_storage::limits::TXN_OPS_MAX,
+            request_bytes_max: keel_storage::limits::REQUEST_BYTES_MAX,
+            watch_progress_interval: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The five etcd services on `node`, ready to serve with tonic (e.g.
+/// `tonic::transport::Server::builder().add_routes(routes)`). Requests larger than
+/// `limits.request_bytes_max` plus [`GRPC_OVERHEAD_BYTES`] are refused by gRPC itself.
+///
+/// # Examples
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// let node = keel::NodeBuilder::new(keel_types::MemberId::new(1)).start().await?;
+/// let routes = keel_server::api::routes(Arc::new(node), Default::default());
+/// tonic::transport::Server::builder()
+///     .add_routes(routes)
+///     .serve("127.0.0.1:2379".parse()?)
+///     .await?;
+/// # Ok(())
+/// # }
+/// ```
+pub fn routes(node: Arc<Node>, limits: ApiLimits) -> tonic::service::Routes {
+    let decode_max = limits.request_bytes_max.saturating_add(GRPC_OVERHEAD_BYTES);
+    let kv = KvServer::new(KvService::new(Arc::clone(&node), limits))
+        .max_decoding_message_size(decode_max);
+    let watch = WatchServer::new(WatchService::new(Arc::clone(&node), limits))
+        .max_decoding_message_size(decode_max);
+    let lease = LeaseServer::new(LeaseService::new(Arc::clone(&node)))
+        .max_decoding_message_size(decode_max);
+    let cluster = ClusterServer::new(ClusterService::new(Arc::clone(&node)))
+        .max_decoding_message_size(decode_max);
+    let maintenance =
+        MaintenanceServer::new(MaintenanceService::new(node)).max_decoding_message_size(decode_max);
+    tonic::service::Routes::new(kv)
+        .add_service(watch)
+        .add_service(lease)
+        .add_service(cluster)
+        .add_service(maintenance)
+}
+
+/// The status for a node error (see [`crate::status`]).
+fn to_status(e: keel::NodeError) -> Status {
+    crate::status::from_node_error(&e)
+}
+
+/// A header describing the member's current state, for answers that have no write or read of
+/// their own (membership, alarms, watch control messages).
+async fn current_header(node: &Node) -> Result<ResponseHeader, Status> {
+    let status = node.status().await.map_err(to_status)?;
+    Ok(crate::convert::header(&status.header))
+}

@@ -1,0 +1,452 @@
+//! The `keel` binary's configuration: etcd's flags with etcd's defaults, each also read from a
+//! `KEEL_*` environment variable, validated before anything touches the data directory.
+
+use clap::Parser;
+use keel_membership::{BootstrapConfig, BootstrapFlags, MemberUrl};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Command-line flags (etcd's names and defaults). Every flag can also be given as the
+/// environment variable `KEEL_<FLAG>` (upper case, `-` as `_`), e.g. `KEEL_NAME=infra0`.
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "keel",
+    version,
+    about = "keel: an etcd v3 compatible server built on the keel crates"
+)]
+pub struct Flags {
+    /// Human-readable name for this member.
+    #[arg(long, env = "KEEL_NAME", default_value = "default")]
+    pub name: String,
+    /// Path to the data directory (default: `<name>.etcd`, as etcd).
+    #[arg(long, env = "KEEL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// URLs to listen on for client traffic (comma-separated).
+    #[arg(
+        long,
+        env = "KEEL_LISTEN_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
+    pub listen_client_urls: String,
+    /// This member's client URLs to advertise to the rest of the cluster.
+    #[arg(
+        long,
+        env = "KEEL_ADVERTISE_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
+    pub advertise_client_urls: String,
+    /// URLs to listen on for peer traffic.
+    #[arg(
+        long,
+        env = "KEEL_LISTEN_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
+    pub listen_peer_urls: String,
+    /// This member's peer URLs to advertise to the rest of the cluster.
+    #[arg(
+        long,
+        env = "KEEL_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
+    pub initial_advertise_peer_urls: String,
+    /// Initial cluster configuration for bootstrapping, `name=peer-url,...` (default:
+    /// `<name>=<initial-advertise-peer-urls>`).
+    #[arg(long, env = "KEEL_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// Initial cluster token, which keeps the ids of separate clusters apart.
+    #[arg(
+        long,
+        env = "KEEL_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
+    pub initial_cluster_token: String,
+    /// `new` to form a new cluster, `existing` to join one (after `member add`).
+    #[arg(long, env = "KEEL_INITIAL_CLUSTER_STATE", default_value = "new")]
+    pub initial_cluster_state: String,
+    /// Endpoints of the cluster that serves discovery (v3 discovery; comma-separated).
+    #[arg(long, env = "KEEL_DISCOVERY_ENDPOINTS")]
+    pub discovery_endpoints: Option<String>,
+    /// Discovery token: the cluster forms from the members registered under it (also the
+    /// token member ids are derived with).
+    #[arg(long, env = "KEEL_DISCOVERY_TOKEN")]
+    pub discovery_token: Option<String>,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, env = "KEEL_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, env = "KEEL_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+    /// Largest request a client may send, in bytes.
+    #[arg(long, env = "KEEL_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
+    pub max_request_bytes: usize,
+    /// Most operations in one txn.
+    #[arg(long, env = "KEEL_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: usize,
+    /// Log level: debug, info, warn or error.
+    #[arg(long, env = "KEEL_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log format: `text` (human-readable) or `json` (one JSON object per line).
+    #[arg(long, env = "KEEL_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+    /// etcd's logger choice. keel always logs with `tracing`; `zap` (etcd's structured
+    /// logger) is accepted and means the same structured log lines.
+    #[arg(long, env = "KEEL_LOGGER", default_value = "zap")]
+    pub logger: String,
+    /// Where logs go: `default` or `stderr` (standard error), `stdout`.
+    #[arg(long, env = "KEEL_LOG_OUTPUTS", default_value = "default")]
+    pub log_outputs: String,
+    /// etcd's Go profiler endpoint. keel has no Go runtime to profile: accepted for
+    /// compatibility with etcd command lines, with a warning in the log that it is ignored.
+    #[arg(long, env = "KEEL_ENABLE_PPROF", default_value_t = false)]
+    pub enable_pprof: bool,
+}
+
+/// Where and how the binary logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogOutput {
+    /// Standard error (etcd's default).
+    Stderr,
+    /// Standard output.
+    Stdout,
+}
+
+/// A flag value keel refuses, with the reason (printed before exiting with status 2).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A bootstrap flag is invalid (etcd's message).
+    #[error("{0}")]
+    Bootstrap(#[from] keel_membership::MembershipError),
+    /// A listen URL is invalid.
+    #[error("invalid {flag} {value:?}: {reason}")]
+    Listen {
+        /// The flag.
+        flag: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Another flag is invalid.
+    #[error("invalid --{flag}: {reason}")]
+    Invalid {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Where to discover the initial cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiscoveryConfig {
+    /// The discovery cluster's endpoints.
+    pub endpoints: String,
+    /// The token.
+    pub token: keel_membership::ClusterToken,
+}
+
+/// Validated settings the server runs with.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The member's bootstrap configuration (name, URLs, initial cluster, token, state). With
+    /// discovery, the initial cluster is this member alone until discovery replaces it.
+    pub bootstrap: BootstrapConfig,
+    /// The bootstrap flags `bootstrap` was built from.
+    pub bootstrap_flags: BootstrapFlags,
+    /// Discovery instead of `--initial-cluster`.
+    pub discovery: Option<DiscoveryConfig>,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Addresses to serve clients on.
+    pub client_addrs: Vec<SocketAddr>,
+    /// Addresses to serve peers on.
+    pub peer_addrs: Vec<SocketAddr>,
+    /// Raft heartbeat interval.
+    pub heartbeat_interval: Duration,
+    /// Raft election timeout.
+    pub election_timeout: Duration,
+    /// Largest client request.
+    pub max_request_bytes: usize,
+    /// Most operations in a txn.
+    pub max_txn_ops: usize,
+    /// The log filter.
+    pub log_level: String,
+    /// JSON log lines instead of text.
+    pub log_json: bool,
+    /// Where logs go.
+    pub log_output: LogOutput,
+    /// `--enable-pprof` was given (warned about, not served).
+    pub pprof_requested: bool,
+}
+
+/// Resolve `http://host:port` listen URLs to socket addresses.
+///
+/// # Errors
+/// [`ConfigError::Listen`] for another scheme, a path, no port, or a host that does not resolve.
+pub fn listen_addrs(flag: &'static str, value: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+    let err = |reason: String| ConfigError::Listen {
+        flag,
+        value: value.to_owned(),
+        reason,
+    };
+    let mut addrs = Vec::new();
+    for url in value.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let Some(rest) = url.strip_prefix("http://") else {
+            return Err(err(format!(
+                "{url}: only http:// URLs are supported (TLS is not available yet)"
+            )));
+        };
+        let host_port = rest.trim_end_matches('/');
+        if host_port.contains('/') {
+            return Err(err(format!("{url}: a listen URL has no path")));
+        }
+        let resolved = host_port
+            .to_socket_addrs()
+            .map_err(|e| err(format!("{url}: {e}")))?;
+        // One address per URL, IPv4 first: "localhost" means 127.0.0.1 as for etcd's default.
+        let mut resolved: Vec<SocketAddr> = resolved.collect();
+        resolved.sort_by_key(|a| !a.is_ipv4());
+        match resolved.first() {
+            Some(a) => addrs.push(*a),
+            None => return Err(err(format!("{url}: host does not resolve"))),
+        }
+    }
+    if addrs.is_empty() {
+        return Err(err("no URL given".into()));
+    }
+    Ok(addrs)
+}
+
+impl Flags {
+    /// The logging flags: (JSON lines, output).
+    fn logging(&self) -> Result<(bool, LogOutput), ConfigError> {
+        let log_output = match self.log_outputs.as_str() {
+            "default" | "stderr" => LogOutput::Stderr,
+            "stdout" => LogOutput::Stdout,
+            other => {
+                return Err(ConfigError::Invalid {
+                    flag: "log-outputs",
+                    reason: format!("{other:?}: expected default, stderr or stdout"),
+                })
+            }
+        };
+        if !matches!(self.logger.as_str(), "zap" | "capnslog") {
+            return Err(ConfigError::Invalid {
+                flag: "logger",
+                reason: format!("{:?}: expected zap", self.logger),
+            });
+        }
+        let log_json = match self.log_format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => {
+                return Err(ConfigError::Invalid {
+                    flag: "log-format",
+                    reason: format!("{other:?}: expected text or json"),
+                })
+            }
+        };
+        if !matches!(self.log_level.as_str(), "debug" | "info" | "warn" | "error") {
+            return Err(ConfigError::Invalid {
+                flag: "log-level",
+                reason: format!("{:?}: expected debug, info, warn or error", self.log_level),
+            });
+        }
+        Ok((log_json, log_output))
+    }
+
+    /// The numeric limits and timings.
+    fn check_limits(&self) -> Result<(), ConfigError> {
+        if self.heartbeat_interval == 0 {
+            return Err(ConfigError::Invalid {
+                flag: "heartbeat-interval",
+                reason: "must be positive".into(),
+            });
+        }
+        if self.election_timeout < 5 * self.heartbeat_interval {
+            // etcd: "--election-timeout[...] should be 5 times greater than --heartbeat-interval"
+            return Err(ConfigError::Invalid {
+                flag: "election-timeout",
+                reason: format!(
+                    "{} ms should be at least 5 times --heartbeat-interval ({} ms)",
+                    self.election_timeout, self.heartbeat_interval
+                ),
+            });
+        }
+        if self.max_txn_ops == 0 {
+            return Err(ConfigError::Invalid {
+                flag: "max-txn-ops",
+                reason: "must be positive".into(),
+            });
+        }
+        if self.max_request_bytes == 0 || self.max_request_bytes > keel::limits::REQUEST_BYTES_MAX {
+            return Err(ConfigError::Invalid {
+                flag: "max-request-bytes",
+                reason: format!(
+                    "must be between 1 and {} (keel's replicated request limit)",
+                    keel::limits::REQUEST_BYTES_MAX
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The discovery settings, checked against the bootstrap flags (etcd refuses both).
+    fn discovery(&self) -> Result<Option<DiscoveryConfig>, ConfigError> {
+        match (&self.discovery_endpoints, &self.discovery_token) {
+            (None, None) => Ok(None),
+            (Some(_), None) | (None, Some(_)) => Err(ConfigError::Invalid {
+                flag: "discovery-token",
+                reason: "--discovery-endpoints and --discovery-token go together".into(),
+            }),
+            (Some(_), Some(_)) if self.initial_cluster.is_some() => Err(ConfigError::Invalid {
+                flag: "initial-cluster",
+                reason: "multiple discovery or bootstrap flags are set: choose one of \
+                         --initial-cluster or --discovery-endpoints"
+                    .into(),
+            }),
+            (Some(_), Some(_)) if self.initial_cluster_state != "new" => {
+                Err(ConfigError::Invalid {
+                    flag: "initial-cluster-state",
+                    reason: "discovery bootstraps a new cluster only".into(),
+                })
+            }
+            (Some(endpoints), Some(token)) => Ok(Some(DiscoveryConfig {
+                endpoints: endpoints.clone(),
+                token: keel_membership::ClusterToken::new(token.trim())?,
+            })),
+        }
+    }
+
+    /// Validate the flags into a [`ServerConfig`] without touching the disk.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the flag and what is wrong.
+    pub fn validate(&self) -> Result<ServerConfig, ConfigError> {
+        let discovery = self.discovery()?;
+        let initial_cluster = match &self.initial_cluster {
+            Some(c) => c.clone(),
+            None => MemberUrl::parse_list(&self.initial_advertise_peer_urls)?
+                .iter()
+                .map(|u| format!("{}={u}", self.name))
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        let bootstrap_flags = BootstrapFlags {
+            name: self.name.clone(),
+            initial_cluster,
+            initial_cluster_token: self.initial_cluster_token.clone(),
+            initial_cluster_state: self.initial_cluster_state.clone(),
+            initial_advertise_peer_urls: self.initial_advertise_peer_urls.clone(),
+            advertise_client_urls: self.advertise_client_urls.clone(),
+        };
+        let bootstrap = BootstrapConfig::from_flags(&bootstrap_flags)?;
+        self.check_limits()?;
+        let (log_json, log_output) = self.logging()?;
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name)));
+        Ok(ServerConfig {
+            bootstrap,
+            bootstrap_flags,
+            discovery,
+            data_dir,
+            client_addrs: listen_addrs("--listen-client-urls", &self.listen_client_urls)?,
+            peer_addrs: listen_addrs("--listen-peer-urls", &self.listen_peer_urls)?,
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
+            election_timeout: Duration::from_millis(self.election_timeout),
+            max_request_bytes: self.max_request_bytes,
+            max_txn_ops: self.max_txn_ops,
+            log_level: self.log_level.clone(),
+            log_json,
+            log_output,
+            pprof_requested: self.enable_pprof,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> Flags {
+        let mut all = vec!["keel"];
+        all.extend_from_slice(args);
+        Flags::try_parse_from(all).unwrap()
+    }
+
+    #[test]
+    fn etcd_defaults_form_a_single_member_cluster() {
+        let config = flags(&[]).validate().unwrap();
+        assert_eq!(config.bootstrap.name().as_str(), "default");
+        assert_eq!(config.data_dir, PathBuf::from("default.etcd"));
+        assert_eq!(config.client_addrs[0].port(), 2379);
+        assert!(config.client_addrs[0].ip().is_loopback());
+        assert_eq!(config.peer_addrs[0].port(), 2380);
+        assert_eq!(config.heartbeat_interval, Duration::from_millis(100));
+        assert_eq!(config.election_timeout, Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_the_flag_named() {
+        let err = flags(&["--initial-cluster-state", "maybe"])
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("maybe"), "{err}");
+        let err = flags(&[
+            "--name",
+            "infra9",
+            "--initial-cluster",
+            "infra0=http://127.0.0.1:2380",
+        ])
+        .validate()
+        .unwrap_err();
+        assert!(err.to_string().contains("infra9"), "{err}");
+        let err = flags(&["--listen-client-urls", "https://127.0.0.1:2379"])
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("--listen-client-urls"), "{err}");
+        let err = flags(&["--election-timeout", "200"])
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("--election-timeout"), "{err}");
+        assert!(Flags::try_parse_from(["keel", "--heartbeat-interval", "x"]).is_err());
+        let err = flags(&["--log-outputs", "syslog"]).validate().unwrap_err();
+        assert!(err.to_string().contains("--log-outputs"), "{err}");
+    }
+
+    #[test]
+    fn the_seeds_etcd_command_line_is_accepted() {
+        let config = flags(&[
+            "--name",
+            "etcd1",
+            "--listen-client-urls",
+            "http://0.0.0.0:2379",
+            "--advertise-client-urls",
+            "http://0.0.0.0:2379",
+            "--listen-peer-urls",
+            "http://0.0.0.0:2380",
+            "--initial-advertise-peer-urls",
+            "http://0.0.0.0:2380",
+            "--initial-cluster-token",
+            "etcd-cluster-1",
+            "--initial-cluster-state",
+            "new",
+            "--enable-pprof",
+            "--logger=zap",
+            "--log-outputs=stderr",
+        ])
+        .validate()
+        .unwrap();
+        // etcd: without --initial-cluster, the cluster is this member at its peer URLs.
+        assert_eq!(
+            config.bootstrap.initial_cluster().to_string(),
+            "etcd1=http://0.0.0.0:2380"
+        );
+        assert!(config.pprof_requested);
+        assert_eq!(config.log_output, LogOutput::Stderr);
+    }
+}

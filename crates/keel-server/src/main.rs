@@ -1,0 +1,77 @@
+//! The `keel` binary: an etcd v3 compatible server. Takes etcd's flags (see `keel --help`).
+
+use clap::Parser;
+use keel_server::config::{Flags, LogOutput, ServerConfig};
+use std::process::ExitCode;
+
+/// Exit status for invalid flags (etcd's and clap's convention).
+const EXIT_BAD_FLAGS: u8 = 2;
+
+fn init_logging(config: &ServerConfig) {
+    // Validated level names; keel's own crates at that level, dependencies one level quieter.
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match (config.log_json, config.log_output) {
+        (false, LogOutput::Stderr) => builder.with_writer(std::io::stderr).init(),
+        (false, LogOutput::Stdout) => builder.with_writer(std::io::stdout).init(),
+        (true, LogOutput::Stderr) => builder.json().with_writer(std::io::stderr).init(),
+        (true, LogOutput::Stdout) => builder.json().with_writer(std::io::stdout).init(),
+    }
+    if config.pprof_requested {
+        tracing::warn!("--enable-pprof is ignored: keel has no Go profiler endpoint");
+    }
+}
+
+async fn stop_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+fn main() -> ExitCode {
+    let flags = Flags::parse();
+    let config = match flags.validate() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("keel: error: {e}");
+            return ExitCode::from(EXIT_BAD_FLAGS);
+        }
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("keel: error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(keel_server::server::run(&config, stop_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "keel stopped");
+            eprintln!("keel: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The gRPC implementation of keel's [`keel::Network`] trait: member-to-member traffic
+//! (Raft RPCs, snapshots, forwarded writes and member changes) over HTTP/2.
+//!
+//! - **Client side** ([`GrpcNetwork`]): one lazily connected tonic channel per member,
+//!   reused by every message to it; tonic reconnects a broken channel on the next call, and
+//!   openraft backs off between retries to an unreachable member. Messages larger than
+//!   [`STREAM_FRAME_BYTES_MAX`] (snapshots) travel as a client stream of frames of at most
+//!   that size, so no single HTTP/2 message holds a whole snapshot. Calls in flight per member
+//!   are bounded ([`IN_FLIGHT_PER_PEER_MAX`]).
+//! - **Server side** ([`PeerServer`]): decodes frames and hands each message to the local
+//!   node's [`keel::PeerHandler`]. Until the node has started it answers `Unavailable`, which
+//!   the sender treats as "not delivered" and retries.
+//!
+//! Deviation from etcd: etcd's peer protocol is HTTP (rafthttp streams); keel's is its own
+//! gRPC service (`keelpeer.Peer`), so keel and etcd members cannot be mixed in one cluster.
+
+use crate::pb::keelpeer::peer_client::PeerClient;
+use crate::pb::keelpeer::peer_server::{Peer, PeerServer as GeneratedServer};
+use crate::pb::keelpeer::Frame;
+use bytes::Bytes;
+use keel::{Network, NodeError, PeerHandler, PeerMessage, PeerReply, SendFuture};
+use keel_types::MemberId;
+use parking_lot::RwLock;
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio_stream::StreamExt;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status, Streaming};
+
+/// Largest frame on the wire; bigger messages are streamed in frames of this size.
+pub const STREAM_FRAME_BYTES_MAX: usize = 1024 * 1024;
+/// Largest message a peer accepts (a snapshot stream included): 8 GiB.
+pub const MESSAGE_BYTES_MAX: usize = 8 * 1024 * 1024 * 1024;
+/// Calls in flight to one member at a time; further calls wait.
+pub const IN_FLIGHT_PER_PEER_MAX: usize = 64;
+/// How long connecting to a member may take before the message counts as undelivered.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One member's address and connection.
+#[derive(Clone)]
+struct Link {
+    url: String,
+    /// `true` for an address known only as a contact (before the member's id is known to
+    /// match it): frames carry `to = 0` and the receiver serves them whoever it is.
+    contact: bool,
+    client: PeerClient<Channel>,
+}
+
+/// keel's [`Network`] over gRPC: delivers messages to members by id, at the peer URLs the
+/// member records give (kept current with [`GrpcNetwork::set_peers`]).
+///
+/// # Examples
+/// ```
+/// use keel_server::peer::GrpcNetwork;
+/// use keel_types::MemberId;
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let net = GrpcNetwork::new(MemberId::new(1));
+/// net.set_peer(MemberId::new(2), "http://127.0.0.1:2380")?;
+/// assert_eq!(net.peer_url(MemberId::new(2)).as_deref(), Some("http://127.0.0.1:2380"));
+/// # Ok::<(), keel::NodeError>(())
+/// # }).unwrap();
+/// ```
+pub struct GrpcNetwork {
+    me: MemberId,
+    /// The links by member id. Guards only the map; never held across an await.
+    links: RwLock<BTreeMap<MemberId, Link>>,
+}
+
+impl std::fmt::Debug for GrpcNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let links = self.links.read();
+        let urls: BTreeMap<&MemberId, &str> =
+            links.iter().map(|(id, l)| (id, l.url.as_str())).collect();
+        f.debug_struct("GrpcNetwork")
+            .field("me", &self.me)
+            .field("links", &urls)
+            .finish()
+    }
+}
+
+fn endpoint(url: &str) -> Result<Endpoint, NodeError> {
+    let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| NodeError::Config {
+        detail: format!("invalid peer URL {url:?}: {e}"),
+    })?;
+    Ok(endpoint
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .concurrency_limit(IN_FLIGHT_PER_PEER_MAX)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5)))
+}
+
+fn client(url: &str) -> Result<PeerClient<Channel>, NodeError> {
+    let channel = endpoint(url)?.connect_lazy();
+    Ok(PeerClient::new(channel)
+        .max_decoding_message_size(STREAM_FRAME_BYTES_MAX * 2)
+        .max_encoding_message_size(STREAM_FRAME_BYTES_MAX * 2))
+}
+
+impl GrpcNetwork {
+    /// A network for member `me` that knows no other member yet.
+    pub fn new(me: MemberId) -> Self {
+        GrpcNetwork {
+            me,
+            links: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    /// Reach member `id` at `url` (replacing its previous address).
+    ///
+    /// # Errors
+    /// [`NodeError::Config`] for a URL that is not a valid `http://host:port` endpoint.
+    pub fn set_peer(&self, id: MemberId, url: &str) -> Result<(), NodeError> {
+        self.insert(id, url, false)
+    }
+
+    /// Reach a contact at `url` under a provisional `id`: messages are served by whoever
+    /// answers at that address (used only to ask a running cluster for its member records).
+    ///
+    /// # Errors
+    /// As [`GrpcNetwork::set_peer`].
+    pub fn set_contact(&self, id: MemberId, url: &str) -> Result<(), NodeError> {
+        self.insert(id, url, true)
+    }
+
+    fn insert(&self, id: MemberId, url: &str, contact: bool) -> Result<(), NodeError> {
+        let mut links = self.links.write();
+        if let Some(l) = links.get(&id) {
+            if l.url == url && l.contact == contact {
+                return Ok(());
+            }
+        }
+        let link = Link {
+            url: url.to_owned(),
+            contact,
+            client: client(url)?,
+        };
+        links.insert(id, link);
+        Ok(())
+    }
+
+    /// Make the links match the member records: one link per member (its first peer URL),
+    /// none for members no longer listed. Contacts are dropped.
+    ///
+    /// # Errors
+    /// As [`GrpcNetwork::set_peer`]; earlier members are still applied.
+    pub fn set_peers(&self, members: &[keel::MemberStatus]) -> Result<(), NodeError> {
+        let mut result = Ok(());
+        for m in members.iter().filter(|m| m.id != self.me) {
+            if let Some(url) = m.peer_urls.first() {
+                if let Err(e) = self.set_peer(m.id, url) {
+                    result = Err(e);
+                }
+            }
+        }
+        self.links
+            .write()
+            .retain(|id, l| !l.contact && members.iter().any(|m| m.id == *id));
+        result
+    }
+
+    /// The URL member `id` is reached at, if known.
+    pub fn peer_url(&self, id: MemberId) -> Option<String> {
+        self.links.read().get(&id).map(|l| l.url.clone())
+    }
+
+    async fn deliver(&self, to: MemberId, message: PeerMessage) -> Result<PeerReply, NodeError> {
+        let Some(link) = self.links.read().get(&to).cloned() else {
+            return Err(NodeError::Unreachable { member: to });
+        };
+        let payload = Bytes::from(message.to_bytes()?);
+        let frame_to = if link.contact { 0 } else { to.get() };
+        let mut client = link.client;
+        let reply = if payload.len() <= STREAM_FRAME_BYTES_MAX {
+            let frame = Frame {
+                from: self.me.get(),
+                to: frame_to,
+                payload,
+            };
+            client.send(frame).await
+        } else {
+            let from = self.me.get();
+            let frames: Vec<Frame> = payload
+                .chunks(STREAM_FRAME_BYTES_MAX)
+                .map(|c| Frame {
+                    from,
+                    to: frame_to,
+                    payload: payload.slice_ref(c),
+                })
+                .collect();
+            client.send_stream(tokio_stream::iter(frames)).await
+        };
+        match reply {
+            Ok(frame) => PeerReply::from_bytes(&frame.into_inner().payload),
+            Err(status) => Err(status_error(to, &status)),
+        }
+    }
+}
+
+/// A failed call: `Unavailable` (no connection, receiver not started) means the message was
+/// not served, so the node may resend it; anything else failed after delivery.
+fn status_error(to: MemberId, status: &Status) -> NodeError {
+    match status.code() {
+        tonic::Code::Unavailable => NodeError::Unreachable { member: to },
+        _ => NodeError::Network {
+            detail: format!("member {to}: {}", status.message()),
+        },
+    }
+}
+
+impl Network for GrpcNetwork {
+    fn send(&self, to: MemberId, message: PeerMessage) -> SendFuture<'_> {
+        Box::pin(self.deliver(to, message))
+    }
+}
+
+/// Where a started node's [`PeerHandler`] is put once the node runs (the peer server
+/// listens before the node starts, so that members starting together can reach each other).
+#[derive(Clone, Default)]
+pub struct HandlerSlot {
+    slot: Arc<OnceLock<(MemberId, PeerHandler)>>,
+}
+
+impl std::fmt::Debug for HandlerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlerSlot")
+            .field("set", &self.slot.get().is_some())
+            .finish()
+    }
+}
+
+impl HandlerSlot {
+    /// Serve messages for member `id` with `handler` from now on. Returns `false` if a
+    /// handler was already set (the first one stays).
+    pub fn set(&self, id: MemberId, handler: PeerHandler) -> bool {
+        self.slot.set((id, handler)).is_ok()
+    }
+}
+
+/// The receiving side: tonic's `keelpeer.Peer` service over a [`HandlerSlot`].
+#[derive(Clone, Debug)]
+pub struct PeerServer {
+    handler: HandlerSlot,
+}
+
+impl PeerServer {
+    /// A server that answers `Unavailable` until `handler` is set.
+    pub fn new(handler: HandlerSlot) -> Self {
+        PeerServer { handler }
+    }
+
+    /// The tonic service, ready to add to a router.
+    pub fn into_service(self) -> GeneratedServer<Self> {
+        GeneratedServer::new(self)
+            .max_decoding_message_size(STREAM_FRAME_BYTES_MAX * 2)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX)
+    }
+
+    async fn serve(&self, to: u64, payload: &[u8]) -> Result<Response<Frame>, Status> {
+        let Some((me, handler)) = self.handler.slot.get().cloned() else {
+            return Err(Status::unavailable("member is starting"));
+        };
+        if to != 0 && to != me.get() {
+            return Err(Status::failed_precondition(format!(
+                "message for member {} delivered to member {me}",
+                MemberId::new(to)
+            )));
+        }
+        let message = PeerMessage::from_bytes(payload)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let reply = handler.handle(message).await.map_err(|e| match e {
+            NodeError::Stopped => Status::unavailable(e.to_string()),
+            other => Status::internal(other.to_string()),
+        })?;
+        let payload = reply
+            .to_bytes()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(Frame {
+            from: me.get(),
+            to: 0,
+            payload: Bytes::from(payload),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for PeerServer {
+    async fn send(&self, request: Request<Frame>) -> Result<Response<Frame>, Status> {
+        let frame = request.into_inner();
+        self.serve(frame.to, &frame.payload).await
+    }
+
+    async fn send_stream(
+        &self,
+        request: Request<Streaming<Frame>>,
+    ) -> Result<Response<Frame>, Status> {
+        let mut stream = request.into_inner();
+        let mut to = 0;
+        let mut payload: Vec<u8> = Vec::new();
+        while let Some(frame) = stream.next().await {
+            let frame = frame?;
+            to = frame.to;
+            if payload.len() + frame.payload.len() > MESSAGE_BYTES_MAX {
+                return Err(Status::resource_exhausted("peer message too large"));
+            }
+            payload.extend_from_slice(&frame.payload);
+        }
+        self.serve(to, &payload).await
+    }
+}

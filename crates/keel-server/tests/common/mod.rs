@@ -1,0 +1,290 @@
+//! Real `keel` processes on 127.0.0.1 and the real `etcdctl` (Debian's etcd-client, etcdctl
+//! 3.4) against them. Polls with deadlines; never sleeps to wait for state.
+#![allow(dead_code, reason = "each test file uses a subset")]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "real processes: deadlines are wall-clock, polls pause between attempts"
+)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A free port on 127.0.0.1 (bound and released; the OS does not hand it out again at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `etcdctl` must be installed (CI installs Debian's etcd-client); fail loudly otherwise.
+pub fn etcdctl_path() -> &'static str {
+    let ok = Command::new("etcdctl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "etcdctl not found: install Debian's etcd-client (apt-get install etcd-client)"
+    );
+    "etcdctl"
+}
+
+/// One member process.
+pub struct Member {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub dir: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Member {
+    pub fn new(name: &str, root: &Path) -> Self {
+        Member {
+            name: name.to_owned(),
+            client_port: free_port(),
+            peer_port: free_port(),
+            dir: root.join(name),
+            child: None,
+        }
+    }
+
+    pub fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// Start the process with etcd's flags; `initial_cluster` as `name=url,...`.
+    pub fn start(&mut self, initial_cluster: &str, state: &str) {
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.with_extension("log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(["--name", &self.name])
+            .args(["--data-dir", self.dir.to_str().unwrap()])
+            .args(["--listen-client-urls", &self.client_url()])
+            .args(["--advertise-client-urls", &self.client_url()])
+            .args(["--listen-peer-urls", &self.peer_url()])
+            .args(["--initial-advertise-peer-urls", &self.peer_url()])
+            .args(["--initial-cluster", initial_cluster])
+            .args(["--initial-cluster-token", "keel-test"])
+            .args(["--initial-cluster-state", state])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(["--log-level", "info"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    /// SIGKILL the process and reap it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM the process and wait for it to exit; returns its exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not stop on SIGTERM",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A cluster of member processes.
+pub struct Cluster {
+    pub root: tempfile::TempDir,
+    pub members: Vec<Member>,
+}
+
+impl Cluster {
+    /// Start `n` members forming a new cluster, and wait until it serves writes.
+    pub fn start(n: usize) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let mut members: Vec<Member> = (0..n)
+            .map(|i| Member::new(&format!("infra{i}"), root.path()))
+            .collect();
+        let initial = initial_cluster(&members);
+        for m in &mut members {
+            m.start(&initial, "new");
+        }
+        let cluster = Cluster { root, members };
+        cluster.wait_writable();
+        cluster
+    }
+
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(Member::endpoint)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Run etcdctl against every running member.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        ctl(&self.endpoints(), args, None)
+    }
+
+    /// Wait until a put through etcdctl succeeds.
+    pub fn wait_writable(&self) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let out = self.ctl(&["put", "keel-test/ready", "1"]);
+            if out.status.success() {
+                return;
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = self.members.iter().map(Member::log).collect();
+                panic!(
+                    "cluster never writable: {}\n{}",
+                    String::from_utf8_lossy(&out.stderr),
+                    logs.join("\n----\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The member id (hex, as etcdctl prints it) of the member serving `endpoint`, and the
+    /// leader's id, from `etcdctl endpoint status -w json`.
+    pub fn status(&self, endpoint: &str) -> (String, String) {
+        let out = ok(ctl(endpoint, &["endpoint", "status", "-w", "json"], None));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let s = &v[0]["Status"];
+        let id = s["header"]["member_id"].as_u64().unwrap();
+        let leader = s["leader"].as_u64().unwrap();
+        (format!("{id:x}"), format!("{leader:x}"))
+    }
+
+    /// Index of the member that leads, once every running member agrees.
+    pub fn leader(&self) -> usize {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let mut leaders = std::collections::BTreeSet::new();
+            let mut ids = Vec::new();
+            for m in self.members.iter().filter(|m| m.child.is_some()) {
+                let out = ctl(&m.endpoint(), &["endpoint", "status", "-w", "json"], None);
+                if !out.status.success() {
+                    leaders.insert(String::new());
+                    continue;
+                }
+                let (id, leader) = self.status(&m.endpoint());
+                ids.push(id);
+                leaders.insert(leader);
+            }
+            if leaders.len() == 1 {
+                let leader = leaders.into_iter().next().unwrap();
+                if let Some(i) = ids.iter().position(|id| *id == leader) {
+                    let running: Vec<usize> = (0..self.members.len())
+                        .filter(|i| self.members[*i].child.is_some())
+                        .collect();
+                    return running[i];
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "members never agreed on a leader"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+pub fn initial_cluster(members: &[Member]) -> String {
+    members
+        .iter()
+        .map(|m| format!("{}={}", m.name, m.peer_url()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Run etcdctl (API v3) against `endpoints`, with `stdin` if given.
+pub fn ctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(etcdctl_path())
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", endpoints, "--command-timeout", "10s"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The stdout of a successful command; panics with its stderr otherwise.
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "etcdctl failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The stderr of a failed command; panics if it succeeded.
+pub fn fails(out: Output) -> String {
+    assert!(
+        !out.status.success(),
+        "etcdctl should have failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
