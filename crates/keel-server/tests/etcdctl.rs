@@ -391,3 +391,58 @@ fn sigterm_stops_gracefully() {
         .log()
         .contains("ready to serve client requests"));
 }
+
+#[test]
+fn discovery_bootstraps_a_new_cluster_from_a_token() {
+    // The discovery service: any keel cluster (here, one member).
+    let registry = Cluster::start(1);
+    let token = "17fad13-6ee2-4d2a-8de7-1305d4c6d3e2";
+    ok(registry.ctl(&["put", &format!("/_etcd/registry/{token}/_config/size"), "3"]));
+    let mut members: Vec<Member> = (0..3)
+        .map(|i| Member::new(&format!("d{i}"), registry.root.path()))
+        .collect();
+    for m in &mut members {
+        m.start_with(&[
+            "--discovery-endpoints",
+            &registry.endpoints(),
+            "--discovery-token",
+            token,
+        ]);
+    }
+    let cluster = Cluster {
+        root: tempfile::tempdir().unwrap(),
+        members,
+    };
+    cluster.wait_writable();
+    let list = ok(cluster.ctl(&["member", "list"]));
+    assert_eq!(list.lines().count(), 3, "{list}");
+    for m in &cluster.members {
+        assert!(
+            list.contains(&format!("started, {}, {}", m.name, m.peer_url())),
+            "{list}"
+        );
+    }
+    // The registrations live in the registry's keyspace.
+    let regs = ok(registry.ctl(&[
+        "get",
+        &format!("/_etcd/registry/{token}/members/"),
+        "--prefix",
+        "--keys-only",
+    ]));
+    assert_eq!(regs.lines().filter(|l| !l.is_empty()).count(), 3, "{regs}");
+    // A fourth member under the same token finds the cluster full.
+    let mut late = Member::new("d3", registry.root.path());
+    late.start_with(&[
+        "--discovery-endpoints",
+        &registry.endpoints(),
+        "--discovery-token",
+        token,
+    ]);
+    let status = late.wait_exit();
+    assert_ne!(status, Some(0));
+    assert!(
+        late.log().contains("discovery: cluster is full"),
+        "{}",
+        late.log()
+    );
+}

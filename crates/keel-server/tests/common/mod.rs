@@ -69,6 +69,18 @@ impl Member {
 
     /// Start the process with etcd's flags; `initial_cluster` as `name=url,...`.
     pub fn start(&mut self, initial_cluster: &str, state: &str) {
+        self.start_with(&[
+            "--initial-cluster",
+            initial_cluster,
+            "--initial-cluster-token",
+            "keel-test",
+            "--initial-cluster-state",
+            state,
+        ]);
+    }
+
+    /// Start the process with this member's name, directory and URLs plus `extra` flags.
+    pub fn start_with(&mut self, extra: &[&str]) {
         std::fs::create_dir_all(&self.dir).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -82,9 +94,7 @@ impl Member {
             .args(["--advertise-client-urls", &self.client_url()])
             .args(["--listen-peer-urls", &self.peer_url()])
             .args(["--initial-advertise-peer-urls", &self.peer_url()])
-            .args(["--initial-cluster", initial_cluster])
-            .args(["--initial-cluster-token", "keel-test"])
-            .args(["--initial-cluster-state", state])
+            .args(extra)
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(["--log-level", "info"])
             .stdout(Stdio::null())
@@ -119,6 +129,19 @@ impl Member {
                 "{} did not stop on SIGTERM",
                 self.name
             );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Wait for the process to exit by itself; its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "{} did not exit", self.name);
             std::thread::sleep(Duration::from_millis(20));
         }
     }
