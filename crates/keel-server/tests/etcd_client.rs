@@ -25,7 +25,13 @@ async fn client(c: &Cluster) -> Client {
 async fn a_rust_service_uses_keel_through_etcd_client() {
     let c = Cluster::start(3);
     let mut cl = client(&c).await;
+    kv_and_txn(&mut cl).await;
+    watch_history_then_live(&mut cl).await;
+    leases(&mut cl).await;
+    cluster_and_maintenance(&mut cl).await;
+}
 
+async fn kv_and_txn(cl: &mut Client) {
     // KV with count_only, sort, limit.
     for i in 0..5 {
         cl.put(format!("app/{i}"), format!("v{i}"), None)
@@ -68,7 +74,9 @@ async fn a_rust_service_uses_keel_through_etcd_client() {
         .or_else([TxnOp::get("app/0", None)]);
     assert!(cl.txn(txn.clone()).await.unwrap().succeeded());
     assert!(!cl.txn(txn).await.unwrap().succeeded());
+}
 
+async fn watch_history_then_live(cl: &mut Client) {
     // A watch from a past revision sees history, then live events.
     let rev = cl.get("app/0", None).await.unwrap().kvs()[0].mod_revision();
     let mut stream = cl
@@ -92,7 +100,9 @@ async fn a_rust_service_uses_keel_through_etcd_client() {
     }
     assert_eq!(seen[0].0, EventType::Put);
     assert_eq!(seen[1], (EventType::Delete, Some(b"swapped".to_vec())));
+}
 
+async fn leases(cl: &mut Client) {
     // Leases: grant, attach, keep alive, time to live with keys, revoke.
     let lease = cl.lease_grant(60, None).await.unwrap().id();
     cl.put("svc/a", "up", Some(PutOptions::new().with_lease(lease)))
@@ -116,7 +126,9 @@ async fn a_rust_service_uses_keel_through_etcd_client() {
     // Unknown leases: etcd's answers (TTL -1 for time-to-live).
     let ttl = cl.lease_time_to_live(lease, None).await.unwrap();
     assert_eq!(ttl.ttl(), -1);
+}
 
+async fn cluster_and_maintenance(cl: &mut Client) {
     // Cluster and maintenance.
     let members = cl.member_list().await.unwrap();
     assert_eq!(members.members().len(), 3);
