@@ -83,6 +83,14 @@ pub struct Flags {
     /// Most operations in one txn.
     #[arg(long, env = "KEEL_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: usize,
+    /// Automatic compaction mode: `periodic` (keep a time span of history) or `revision`
+    /// (keep a number of revisions).
+    #[arg(long, env = "KEEL_AUTO_COMPACTION_MODE", default_value = "periodic")]
+    pub auto_compaction_mode: String,
+    /// Automatic compaction retention: hours or a duration (`30m`, `1h30m`) in periodic mode,
+    /// a number of revisions in revision mode; 0 disables it.
+    #[arg(long, env = "KEEL_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
     /// Log level: debug, info, warn or error.
     #[arg(long, env = "KEEL_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -171,6 +179,8 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Most operations in a txn.
     pub max_txn_ops: usize,
+    /// Automatic compaction, if enabled.
+    pub auto_compaction: Option<crate::compactor::Retention>,
     /// The log filter.
     pub log_level: String,
     /// JSON log lines instead of text.
@@ -360,6 +370,14 @@ impl Flags {
             election_timeout: Duration::from_millis(self.election_timeout),
             max_request_bytes: self.max_request_bytes,
             max_txn_ops: self.max_txn_ops,
+            auto_compaction: crate::compactor::parse(
+                &self.auto_compaction_mode,
+                &self.auto_compaction_retention,
+            )
+            .map_err(|reason| ConfigError::Invalid {
+                flag: "auto-compaction-retention",
+                reason,
+            })?,
             log_level: self.log_level.clone(),
             log_json,
             log_output,
@@ -414,6 +432,18 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("--election-timeout"), "{err}");
         assert!(Flags::try_parse_from(["keel", "--heartbeat-interval", "x"]).is_err());
+        let err = flags(&[
+            "--auto-compaction-mode",
+            "revision",
+            "--auto-compaction-retention",
+            "1h",
+        ])
+        .validate()
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("--auto-compaction-retention"),
+            "{err}"
+        );
         let err = flags(&["--log-outputs", "syslog"]).validate().unwrap_err();
         assert!(err.to_string().contains("--log-outputs"), "{err}");
     }

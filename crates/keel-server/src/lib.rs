@@ -33,6 +33,7 @@ pub mod api;
 mod convert;
 pub mod status;
 
+pub mod compactor;
 pub mod config;
 pub mod discovery;
 pub mod peer;

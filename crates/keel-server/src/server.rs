@@ -63,7 +63,7 @@ pub struct RunningServer {
     /// The addresses peers are served on.
     pub peer_addrs: Vec<SocketAddr>,
     stop: tokio::sync::watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
+    tasks: Vec<ServeTask>,
 }
 
 impl RunningServer {
@@ -111,19 +111,7 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
 
     // Peers can reach this member (and are told "starting") before the node runs.
     let slot = HandlerSlot::default();
-    let peer_service = PeerServer::new(slot.clone()).into_service();
-    for l in peer_listeners {
-        let mut stopped = stopped.clone();
-        let service = peer_service.clone();
-        tasks.push(tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(l), async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                })
-                .await
-        }));
-    }
+    serve_peers(peer_listeners, &slot, &stopped, &mut tasks);
 
     let (node, network) = match start_node(config).await {
         Ok(started) => started,
@@ -134,6 +122,13 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
     };
     slot.set(node.id(), node.peer_handler());
     spawn_peer_refresh(node.clone(), Arc::clone(&network), stopped.clone());
+    if let Some(retention) = config.auto_compaction {
+        crate::compactor::spawn(
+            node.clone(),
+            retention,
+            Arc::new(keel_types::SystemClock::new()),
+        );
+    }
 
     let limits = crate::api::ApiLimits {
         request_bytes_max: config.max_request_bytes,
@@ -168,6 +163,30 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
         stop,
         tasks,
     })
+}
+
+type ServeTask = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
+
+/// Serve the peer protocol on `listeners` with the node's handler once `slot` holds it.
+fn serve_peers(
+    listeners: Vec<TcpListener>,
+    slot: &HandlerSlot,
+    stopped: &tokio::sync::watch::Receiver<bool>,
+    tasks: &mut Vec<ServeTask>,
+) {
+    let peer_service = PeerServer::new(slot.clone()).into_service();
+    for l in listeners {
+        let mut stopped = stopped.clone();
+        let service = peer_service.clone();
+        tasks.push(tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(l), async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                })
+                .await
+        }));
+    }
 }
 
 /// Run until `signal` completes, then shut down gracefully.

@@ -446,3 +446,44 @@ fn discovery_bootstraps_a_new_cluster_from_a_token() {
         late.log()
     );
 }
+
+#[test]
+fn periodic_auto_compaction_drops_old_revisions() {
+    let root = tempfile::tempdir().unwrap();
+    let mut m = Member::new("ac", root.path());
+    let initial = initial_cluster(std::slice::from_ref(&m));
+    m.start_with(&[
+        "--initial-cluster",
+        &initial,
+        "--auto-compaction-mode",
+        "periodic",
+        "--auto-compaction-retention",
+        "1s",
+    ]);
+    let c = Cluster {
+        root,
+        members: vec![m],
+    };
+    c.wait_writable();
+    ok(c.ctl(&["put", "ac", "1"]));
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(c.ctl(&["get", "ac", "-w", "json"]))).unwrap();
+    let first = v["kvs"][0]["mod_revision"].as_u64().unwrap().to_string();
+    // Keep writing; within a few periods the first revision is compacted away.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        ok(c.ctl(&["put", "ac", "again"]));
+        let out = c.ctl(&["get", "ac", "--rev", &first]);
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("required revision has been compacted"),
+                "{err}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never auto-compacted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(c.members[0].log().contains("auto-compaction: compacted"));
+}
