@@ -16,6 +16,10 @@ use std::time::Duration;
     about = "keel: an etcd v3 compatible server built on the keel crates"
 )]
 pub struct Flags {
+    /// Read the configuration from this YAML file (etcd's format; `.toml` files are read as
+    /// TOML). When given, it is the whole configuration, as in etcd.
+    #[arg(long, env = "KEEL_CONFIG_FILE")]
+    pub config_file: Option<PathBuf>,
     /// Human-readable name for this member.
     #[arg(long, env = "KEEL_NAME", default_value = "default")]
     pub name: String,

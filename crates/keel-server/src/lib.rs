@@ -35,6 +35,7 @@ pub mod status;
 
 pub mod compactor;
 pub mod config;
+pub mod config_file;
 pub mod discovery;
 pub mod peer;
 pub mod server;

@@ -46,8 +46,24 @@ async fn stop_signal() {
     }
 }
 
-fn main() -> ExitCode {
+/// The flags from the command line, or from `--config-file` when it is given.
+fn flags() -> Result<Flags, String> {
     let flags = Flags::parse();
+    let Some(path) = &flags.config_file else {
+        return Ok(flags);
+    };
+    let args = keel_server::config_file::command_line("keel", path)?;
+    Flags::try_parse_from(args).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let flags = match flags() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("keel: error: {e}");
+            return ExitCode::from(EXIT_BAD_FLAGS);
+        }
+    };
     let config = match flags.validate() {
         Ok(c) => c,
         Err(e) => {

@@ -372,6 +372,29 @@ fn bad_flags_exit_with_status_2_before_touching_the_data_dir() {
         assert!(err.contains("error"), "{err}");
         assert!(!data.exists());
     }
+    // The same settings from KEEL_* environment variables and from a config file.
+    let out = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["--data-dir", data.to_str().unwrap()])
+        .env("KEEL_INITIAL_CLUSTER_STATE", "sideways")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sideways"));
+    let file = dir.path().join("keel.yaml");
+    std::fs::write(
+        &file,
+        "name: x
+election-timeout: 10
+",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["--config-file", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--election-timeout"));
+    assert!(!data.exists());
 }
 
 #[test]
