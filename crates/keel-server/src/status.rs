@@ -23,10 +23,27 @@ pub const TOO_MANY_OPS: &str = "etcdserver: too many operations in txn request";
 pub const DUPLICATE_KEY: &str = "etcdserver: duplicate key given in txn request";
 /// etcd's message for an unknown lease.
 pub const LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
+/// etcd's message when the server sheds load.
+pub const TOO_MANY_REQUESTS: &str = "etcdserver: too many requests";
 /// etcd's message for an unknown member.
 pub const MEMBER_NOT_FOUND: &str = "etcdserver: member not found";
 /// etcd's message for member URLs that do not parse.
 pub const MEMBER_BAD_URLS: &str = "etcdserver: given member URLs are invalid";
+
+/// etcd's message for a call a learner does not serve.
+pub const NOT_SUPPORTED_FOR_LEARNER: &str = "etcdserver: rpc not supported for learner";
+
+/// etcd's refusal of a call on a learner: only Status and serializable ranges are served
+/// (etcd: server/etcdserver/api/v3rpc/interceptor.go, `isRPCSupportedForLearner`).
+///
+/// # Errors
+/// `FailedPrecondition` "etcdserver: rpc not supported for learner" when `node` is a learner.
+pub fn refuse_on_learner(node: &keel::Node) -> Result<(), Status> {
+    if node.is_learner() {
+        return Err(Status::failed_precondition(NOT_SUPPORTED_FOR_LEARNER));
+    }
+    Ok(())
+}
 
 /// A request the API layer refuses before it reaches the node (etcd checks the same things in
 /// its gRPC layer, etcd: server/etcdserver/api/v3rpc/key.go).
@@ -75,6 +92,7 @@ pub fn from_node_error(error: &NodeError) -> Status {
         NodeError::LeaseNotFound { .. } => Status::not_found(LEASE_NOT_FOUND),
         NodeError::Lease(e) => from_lease_error(e),
         NodeError::RequestTooLarge { .. } => Status::invalid_argument(REQUEST_TOO_LARGE),
+        NodeError::TooManyRequests { .. } => Status::resource_exhausted(TOO_MANY_REQUESTS),
         NodeError::Unreachable { .. } | NodeError::Network { .. } => {
             Status::unavailable(error.to_string())
         }
@@ -233,6 +251,13 @@ mod tests {
             },
             Code::InvalidArgument,
             REQUEST_TOO_LARGE,
+        );
+        check(
+            NodeError::TooManyRequests {
+                backlog_entries: 5001,
+            },
+            Code::ResourceExhausted,
+            TOO_MANY_REQUESTS,
         );
         check(
             rejected(StorageError::TooManyOps { count: 2, max: 1 }),

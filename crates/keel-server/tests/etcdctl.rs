@@ -258,6 +258,7 @@ fn member_add_then_start_with_state_existing_then_promote_update_remove() {
         .find(|m| m["peerURLs"][0] == new.peer_url().as_str())
         .map(|m| format!("{:x}", m["ID"].as_u64().unwrap()))
         .unwrap();
+    learner_serves_serializable_reads_only(&new);
     let deadline = Instant::now() + DEADLINE;
     loop {
         let out = c.ctl(&["member", "promote", &id]);
@@ -291,6 +292,25 @@ fn member_add_then_start_with_state_existing_then_promote_update_remove() {
     let out = ok(c.ctl(&["member", "remove", &id]));
     assert!(out.contains("removed"), "{out}");
     assert_eq!(ok(c.ctl(&["member", "list"])).lines().count(), 3);
+}
+
+/// Until promoted, a learner serves serializable reads only, with etcd's refusal (once it has
+/// caught up: the configuration that makes it a learner comes with the log).
+fn learner_serves_serializable_reads_only(learner: &Member) {
+    let deadline = Instant::now() + DEADLINE;
+    let ready = [
+        "get",
+        "keel-test/ready",
+        "--consistency",
+        "s",
+        "--print-value-only",
+    ];
+    while ctl(&learner.endpoint(), &ready, None).stdout != b"1\n" {
+        assert!(Instant::now() < deadline, "learner never served");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let err = fails(ctl(&learner.endpoint(), &["put", "x", "y"], None));
+    assert!(err.contains("rpc not supported for learner"), "{err}");
 }
 
 #[test]

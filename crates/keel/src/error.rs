@@ -7,7 +7,7 @@ use keel_types::{ClusterId, LeaseId, MemberId};
 ///
 /// API errors (the request was refused or did not finish in time; the node keeps serving):
 /// [`NodeError::Timeout`], [`NodeError::Rejected`], [`NodeError::Refused`],
-/// [`NodeError::RequestTooLarge`], [`NodeError::Unreachable`], [`NodeError::Network`],
+/// [`NodeError::RequestTooLarge`], [`NodeError::TooManyRequests`], [`NodeError::Unreachable`], [`NodeError::Network`],
 /// [`NodeError::Config`], [`NodeError::ClusterMismatch`], [`NodeError::Codec`],
 /// [`NodeError::Reconfig`] (unless its error is fatal), [`NodeError::ReconfigRefused`],
 /// [`NodeError::NotLeader`].
@@ -41,6 +41,13 @@ pub enum NodeError {
     /// many leases), with etcd's text.
     #[error(transparent)]
     Lease(keel_lease::LeaseError),
+    /// This member has more committed entries waiting to be applied than
+    /// [`crate::limits::APPLY_BACKLOG_ENTRIES_MAX`]: the write was not proposed; retry later.
+    #[error("etcdserver: too many requests")]
+    TooManyRequests {
+        /// Committed entries not yet applied.
+        backlog_entries: u64,
+    },
     /// The encoded request exceeds [`crate::limits::REQUEST_BYTES_MAX`].
     #[error("etcdserver: request is too large")]
     RequestTooLarge {

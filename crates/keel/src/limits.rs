@@ -48,3 +48,8 @@ pub const LEASE_DUE_PER_TICK_MAX: usize = 1000;
 /// The most keep-alives one replicated renew entry carries (concurrent keep-alives on one
 /// member are batched).
 pub const RENEW_BATCH_MAX: usize = 1000;
+
+/// Committed but not yet applied entries above which this member refuses new writes with
+/// [`crate::NodeError::TooManyRequests`] (etcd: `maxGapBetweenApplyAndCommitIndex`, 5000):
+/// back-pressure when apply falls behind, instead of an unbounded queue.
+pub const APPLY_BACKLOG_ENTRIES_MAX: u64 = 5000;

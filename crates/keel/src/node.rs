@@ -166,6 +166,12 @@ impl Node {
         self.inner.cluster_id
     }
 
+    /// True while this member is a learner (non-voting) in the cluster's configuration.
+    /// etcd refuses most client calls on a learner; keel-server does the same.
+    pub fn is_learner(&self) -> bool {
+        self.inner.running().is_ok_and(|r| r.consensus.is_learner())
+    }
+
     /// The receiving end for messages from other members (register it with the network).
     pub fn peer_handler(&self) -> PeerHandler {
         let weak: Weak<NodeInner> = Arc::downgrade(&self.inner);
@@ -184,6 +190,9 @@ impl Node {
     async fn propose(&self, request: Request) -> Result<(Applied, u64), NodeError> {
         request.check_size()?;
         let running = self.inner.running()?;
+        running
+            .consensus
+            .check_backlog(crate::limits::APPLY_BACKLOG_ENTRIES_MAX)?;
         match running
             .consensus
             .propose(request, self.inner.request_timeout)

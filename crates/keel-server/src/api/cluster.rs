@@ -54,6 +54,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        crate::status::refuse_on_learner(&self.node)?;
         let req = request.into_inner();
         let peer_urls = urls(&req.peer_ur_ls)?;
         let change = if req.is_learner {
@@ -76,6 +77,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        crate::status::refuse_on_learner(&self.node)?;
         let id = MemberId::new(request.into_inner().id);
         let change = self.node.member_remove(id).await.map_err(to_status)?;
         let (header, members) = self.answer(change).await?;
@@ -89,6 +91,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        crate::status::refuse_on_learner(&self.node)?;
         let req = request.into_inner();
         let peer_urls = urls(&req.peer_ur_ls)?;
         let change = self
@@ -110,6 +113,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
+        crate::status::refuse_on_learner(&self.node)?;
         if request.into_inner().linearizable {
             let barrier = RangeRequest {
                 count_only: true,
@@ -131,6 +135,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        crate::status::refuse_on_learner(&self.node)?;
         let id = MemberId::new(request.into_inner().id);
         let change = self.node.member_promote(id).await.map_err(to_status)?;
         let (header, members) = self.answer(change).await?;

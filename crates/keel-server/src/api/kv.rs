@@ -29,6 +29,10 @@ impl pb::kv_server::Kv for KvService {
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
         let (req, consistency) = convert::range_request(request.into_inner())?;
+        // A learner serves serializable ranges only (etcd).
+        if consistency == keel::ReadConsistency::Linearizable {
+            crate::status::refuse_on_learner(&self.node)?;
+        }
         let resp = self
             .node
             .range(&req, consistency)
@@ -44,6 +48,7 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
+        crate::status::refuse_on_learner(&self.node)?;
         let req = convert::put_request(request.into_inner())?;
         let resp = self.node.put_request(req).await.map_err(to_status)?;
         Ok(Response::new(convert::put_response(
@@ -56,6 +61,7 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        crate::status::refuse_on_learner(&self.node)?;
         let req = convert::delete_request(request.into_inner())?;
         let resp = self.node.delete_range(req).await.map_err(to_status)?;
         Ok(Response::new(convert::delete_response(
@@ -69,6 +75,7 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
+        crate::status::refuse_on_learner(&self.node)?;
         let req = convert::txn_request(request.into_inner(), self.limits.txn_ops_max)?;
         let resp = self.node.txn(req).await.map_err(to_status)?;
         Ok(Response::new(convert::txn_response(
@@ -84,6 +91,7 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
+        crate::status::refuse_on_learner(&self.node)?;
         let revision = Revision::from_etcd(request.into_inner().revision).unwrap_or_default();
         let resp = self.node.compact(revision).await.map_err(to_status)?;
         Ok(Response::new(pb::CompactionResponse {

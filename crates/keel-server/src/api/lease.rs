@@ -75,6 +75,7 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        crate::status::refuse_on_learner(&self.node)?;
         let req = request.into_inner();
         let resp = self
             .node
@@ -93,6 +94,7 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        crate::status::refuse_on_learner(&self.node)?;
         let id = request.into_inner().id;
         // Lease 0 means "no lease": revoking it revokes a lease that does not exist.
         let lease =
@@ -109,6 +111,7 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        crate::status::refuse_on_learner(&self.node)?;
         let (tx, rx) = mpsc::channel(KEEP_ALIVE_BUFFER);
         tokio::spawn(keep_alive_loop(
             Arc::clone(&self.node),
@@ -123,6 +126,7 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        crate::status::refuse_on_learner(&self.node)?;
         let req = request.into_inner();
         let found = match LeaseId::new(req.id) {
             Some(lease) => match self.node.lease_time_to_live(lease, req.keys).await {
@@ -156,6 +160,7 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         _request: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        crate::status::refuse_on_learner(&self.node)?;
         let resp = self.node.leases().await.map_err(to_status)?;
         Ok(Response::new(pb::LeaseLeasesResponse {
             header: Some(convert::header(&resp.header)),

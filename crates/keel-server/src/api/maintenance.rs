@@ -94,6 +94,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         _request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
+        crate::status::refuse_on_learner(&self.node)?;
         Ok(Response::new(pb::AlarmResponse {
             header: Some(current_header(&self.node).await?),
             alarms: Vec::new(),
@@ -128,6 +129,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         _request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        crate::status::refuse_on_learner(&self.node)?;
         Ok(Response::new(pb::DefragmentResponse {
             header: Some(current_header(&self.node).await?),
         }))
@@ -139,6 +141,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         _request: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
+        crate::status::refuse_on_learner(&self.node)?;
         let header = current_header(&self.node).await?;
         let node = Arc::clone(&self.node);
         let hash = blocking(move || {
@@ -159,6 +162,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
+        crate::status::refuse_on_learner(&self.node)?;
         let revision = Revision::from_etcd(request.into_inner().revision).filter(|r| r.get() > 0);
         let resp = self.node.hash_kv(revision).await.map_err(to_status)?;
         Ok(Response::new(pb::HashKvResponse {
@@ -180,6 +184,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         _request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        crate::status::refuse_on_learner(&self.node)?;
         let header = current_header(&self.node).await?;
         let estimate_bytes = self.node.status().await.map_err(to_status)?.db_size_bytes;
         let (tx, rx) = tokio::sync::mpsc::channel(SNAPSHOT_RESPONSES_BUFFERED_MAX);
@@ -194,6 +199,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        crate::status::refuse_on_learner(&self.node)?;
         let target = MemberId::new(request.into_inner().target_id);
         self.node
             .move_leader(target)

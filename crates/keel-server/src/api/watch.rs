@@ -61,6 +61,7 @@ impl pb::watch_server::Watch for WatchService {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        crate::status::refuse_on_learner(&self.node)?;
         let (tx, rx) = mpsc::channel(RESPONSES_BUFFER);
         let session = Session {
             node: Arc::clone(&self.node),

@@ -197,6 +197,36 @@ impl Consensus {
             .map_err(|e| fatal(&e))
     }
 
+    /// Refuse a new proposal while more than `max` committed entries wait to be applied here.
+    ///
+    /// # Errors
+    /// [`NodeError::TooManyRequests`].
+    pub(crate) fn check_backlog(&self, max: u64) -> Result<(), NodeError> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let committed = m.local_committed.map_or(0, |l| l.index);
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        let backlog_entries = committed.saturating_sub(applied);
+        if backlog_entries > max {
+            return Err(NodeError::TooManyRequests { backlog_entries });
+        }
+        Ok(())
+    }
+
+    /// True when this member is a learner in its effective membership (a member that has not
+    /// received any configuration yet is not counted as one).
+    pub(crate) fn is_learner(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let me = self.id.get();
+        let is_learner = m
+            .membership_config
+            .membership()
+            .learner_ids()
+            .any(|id| id == me);
+        is_learner
+    }
+
     /// The network to the other members.
     pub(super) fn network(&self) -> &dyn Network {
         &*self.network
