@@ -119,7 +119,9 @@ impl Consensus {
         })?;
         // The committed log id persisted before a restart: start returns once the state
         // machine has applied at least that far, so no read sees a reverted state.
-        let mut log_store = LogStore::new(log, engine);
+        let mut log_store = LogStore::new(log, engine).map_err(|e| NodeError::Raft {
+            detail: format!("start the log syncer: {e}"),
+        })?;
         let committed = log_store
             .read_committed()
             .await

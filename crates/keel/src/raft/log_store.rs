@@ -1,8 +1,10 @@
 //! openraft's log storage on keel-storage's [`DurableLog`].
 //!
 //! Invariants (the durability argument):
-//! 1. `append` writes the entries with [`Durability::Synced`] and only then signals openraft's
-//!    IO callback, so an entry counts toward commit only once it is on disk.
+//! 1. `append` signals openraft's IO callback only once the entries are on disk: it writes them
+//!    buffered and hands the callback to the group-commit syncer (`log_sync`), which completes
+//!    it after an fsync that started after the write. An entry counts toward commit only once
+//!    it is on disk.
 //! 2. The vote is written synced before `save_vote` returns: a member never votes twice in a
 //!    term across a crash.
 //! 3. The committed log id is written buffered: it only shortens recovery. Log and state share
@@ -30,6 +32,7 @@ const META_COMMITTED: &str = "committed_log_id";
 pub(crate) struct LogStore {
     log: Arc<DurableLog>,
     engine: Arc<dyn Engine>,
+    syncer: super::log_sync::LogSyncer,
 }
 
 impl Debug for LogStore {
@@ -41,9 +44,17 @@ impl Debug for LogStore {
 }
 
 impl LogStore {
-    /// Adapt `log`, which lives on `engine`.
-    pub(crate) fn new(log: Arc<DurableLog>, engine: Arc<dyn Engine>) -> Self {
-        LogStore { log, engine }
+    /// Adapt `log`, which lives on `engine`, and start its syncer thread.
+    ///
+    /// # Errors
+    /// The syncer thread could not be started.
+    pub(crate) fn new(log: Arc<DurableLog>, engine: Arc<dyn Engine>) -> io::Result<Self> {
+        let syncer = super::log_sync::LogSyncer::start(Arc::clone(&engine))?;
+        Ok(LogStore {
+            log,
+            engine,
+            syncer,
+        })
     }
 
     fn purged(&self) -> io::Result<Option<LogId>> {
@@ -144,14 +155,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .into_iter()
             .map(|e| Ok((e.log_id.index, encode_io("log entry", &e)?)))
             .collect::<io::Result<Vec<_>>>()?;
-        // Invariant 1: synced before the callback.
-        let result = self.log.append(encoded, Durability::Synced).map_err(io_err);
-        let signal = match &result {
-            Ok(()) => Ok(()),
-            Err(e) => Err(io::Error::other(e.to_string())),
-        };
-        callback.io_completed(signal);
-        result
+        // Invariant 1: written now, the callback completes after the next fsync.
+        match self
+            .log
+            .append(encoded, Durability::Buffered)
+            .map_err(io_err)
+        {
+            Ok(()) => self.syncer.after_sync(callback),
+            Err(e) => {
+                callback.io_completed(Err(io::Error::other(e.to_string())));
+                Err(e)
+            }
+        }
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {

@@ -7,6 +7,7 @@ mod consensus;
 mod forward;
 mod lease_driver;
 mod log_store;
+mod log_sync;
 mod membership;
 mod memory_network;
 mod network;

@@ -32,7 +32,13 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, ()> for Builder {
         );
         Ok((
             (),
-            LogStore::new(log, engine),
+            LogStore::new(log, engine).map_err(|e| {
+                StorageError::from_io_error(
+                    openraft::ErrorSubject::Store,
+                    openraft::ErrorVerb::Write,
+                    e,
+                )
+            })?,
             StateMachine::new(store, keel_types::ClusterId::new(1), Arc::new(|| {}), lease),
         ))
     }
