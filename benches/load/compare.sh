@@ -15,13 +15,19 @@ work=$(mktemp -d)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  if [ -f "$work/pids" ]; then
+    while read -r p; do kill -9 "$p" 2>/dev/null || true; done <"$work/pids"
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
 
 command -v etcd >/dev/null || { echo "etcd not found: apt-get install etcd-server" >&2; exit 1; }
-cargo build --release -q -p keel-server --bin keel
-cargo build --release -q -p keel-benches --bin etcd-load
+# One cargo command for both: building the packages separately unifies features differently
+# and compiles RocksDB's C++ twice.
+if [ -z "${SKIP_BUILD:-}" ]; then
+  cargo build --release -q -p keel-server --bin keel -p keel-benches --bin etcd-load
+fi
 KEEL=target/release/keel
 LOAD=target/release/etcd-load
 
@@ -40,7 +46,7 @@ start_cluster() {
       --initial-advertise-peer-urls "http://127.0.0.1:$((base + 2 * i + 1))" \
       --initial-cluster "$initial" --initial-cluster-token "$token" \
       --initial-cluster-state new >"$work/$token-m$i.log" 2>&1 &
-    pids+=($!)
+    echo $! >>"$work/pids"
   done
   local eps="127.0.0.1:$base,127.0.0.1:$((base + 2)),127.0.0.1:$((base + 4))"
   for _ in $(seq 1 200); do
