@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 /// The file in the data directory that records this member's id (written after the first
 /// successful start; its presence means "restart: the data directory wins over the flags").
@@ -89,6 +89,12 @@ async fn bind_all(addrs: &[SocketAddr], what: &str) -> Result<Vec<TcpListener>, 
     Ok(listeners)
 }
 
+/// Accepted connections with TCP_NODELAY: without it, Nagle's algorithm and delayed ACKs
+/// add ~40 ms to small gRPC responses (measured: p50 of a serializable get at 41 ms).
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 fn local_addrs(listeners: &[TcpListener]) -> Result<Vec<SocketAddr>, ServerError> {
     listeners
         .iter()
@@ -142,7 +148,7 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
         tasks.push(tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_routes(routes)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(l), async move {
+                .serve_with_incoming_shutdown(incoming(l), async move {
                     let _ = stopped.wait_for(|s| *s).await;
                 })
                 .await
@@ -181,7 +187,7 @@ fn serve_peers(
         tasks.push(tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(l), async move {
+                .serve_with_incoming_shutdown(incoming(l), async move {
                     let _ = stopped.wait_for(|s| *s).await;
                 })
                 .await
