@@ -313,7 +313,7 @@ impl Node {
                 .await?;
         }
         let body = running.store.range(request)?;
-        let term = running.consensus.status().term;
+        let term = running.consensus.term();
         Ok(Response {
             header: self.header(body.revision, term),
             body,
@@ -372,6 +372,33 @@ impl Node {
     pub async fn status(&self) -> Result<Status, NodeError> {
         let running = self.inner.running()?;
         self.make_status(&running, running.consensus.status())
+    }
+
+    /// The header of this member's current state (cluster, member, current revision, term),
+    /// for answers that carry no write or read of their own. Cheap: no member list, no
+    /// database size, unlike [`Node::status`].
+    ///
+    /// # Errors
+    /// [`NodeError::Stopped`], storage failure.
+    ///
+    /// # Example
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use keel::NodeBuilder;
+    /// use keel_types::MemberId;
+    /// let node = NodeBuilder::new(MemberId::new(1)).start().await?;
+    /// let put = node.put(&b"k"[..], &b"v"[..]).await?;
+    /// let header = node.current_header()?;
+    /// assert_eq!(header.revision, put.header.revision);
+    /// assert_eq!(header.member_id, MemberId::new(1));
+    /// node.shutdown().await;
+    /// # Ok::<(), keel::NodeError>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn current_header(&self) -> Result<ResponseHeader, NodeError> {
+        let running = self.inner.running()?;
+        let revision = running.store.current_revision()?;
+        Ok(self.header(revision, running.consensus.term()))
     }
 
     fn make_status(&self, running: &Running, raft: RaftStatus) -> Result<Status, NodeError> {

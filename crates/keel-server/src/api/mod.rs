@@ -110,6 +110,6 @@ fn to_status(e: keel::NodeError) -> Status {
 /// A header describing the member's current state, for answers that have no write or read of
 /// their own (membership, alarms, watch control messages).
 async fn current_header(node: &Node) -> Result<ResponseHeader, Status> {
-    let status = node.status().await.map_err(to_status)?;
-    Ok(crate::convert::header(&status.header))
+    let header = node.current_header().map_err(to_status)?;
+    Ok(crate::convert::header(&header))
 }

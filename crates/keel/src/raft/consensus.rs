@@ -388,6 +388,12 @@ impl Consensus {
     }
 
     /// The engine's current metrics.
+    /// The current term, without building a full [`RaftStatus`] (hot paths: every read and
+    /// response header).
+    pub(crate) fn term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
+    }
+
     pub(crate) fn status(&self) -> RaftStatus {
         let metrics = self.raft.metrics();
         let m = metrics.borrow_watched();
