@@ -30,8 +30,12 @@ use tonic::{Request, Response, Status, Streaming};
 
 /// Largest frame on the wire; bigger messages are streamed in frames of this size.
 pub const STREAM_FRAME_BYTES_MAX: usize = 1024 * 1024;
-/// Largest message a peer accepts (a snapshot stream included): 8 GiB.
-pub const MESSAGE_BYTES_MAX: usize = 8 * 1024 * 1024 * 1024;
+/// Largest message a peer accepts (a snapshot stream included): 2 GiB, etcd's default
+/// backend quota. The receiver assembles a message in memory before handing it to the node,
+/// so this bounds what one peer stream can make a member allocate; a keyspace whose snapshot
+/// is larger cannot be sent to a lagging member until snapshots stream into the node
+/// (issue 5's streamed install).
+pub const MESSAGE_BYTES_MAX: usize = 2 * 1024 * 1024 * 1024;
 /// Calls in flight to one member at a time; further calls wait.
 pub const IN_FLIGHT_PER_PEER_MAX: usize = 64;
 /// How long connecting to a member may take before the message counts as undelivered.

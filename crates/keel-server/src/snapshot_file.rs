@@ -37,6 +37,12 @@ pub enum SnapshotFileError {
     /// The digest does not match the content.
     #[error("snapshot: sha256 checksum mismatch (file corrupted)")]
     ChecksumMismatch,
+    /// A chunk of the export does not fit the format's 32-bit length field.
+    #[error("snapshot: chunk of {len_bytes} bytes exceeds the format's 4 GiB chunk limit")]
+    ChunkTooLarge {
+        /// The chunk's length.
+        len_bytes: usize,
+    },
     /// The content is not a keel snapshot of a version this build reads.
     #[error("snapshot: {detail}")]
     Malformed {
@@ -52,8 +58,8 @@ pub enum SnapshotFileError {
 /// use keel_server::snapshot_file::{decode, SnapshotEncoder};
 /// let mut enc = SnapshotEncoder::new();
 /// let mut file = enc.header();
-/// file.extend(enc.chunk(b"first"));
-/// file.extend(enc.chunk(b"second"));
+/// file.extend(enc.chunk(b"first")?);
+/// file.extend(enc.chunk(b"second")?);
 /// file.extend(enc.finish());
 /// assert_eq!(file.len() % 512, 32);
 /// assert_eq!(decode(&file)?, vec![b"first".to_vec(), b"second".to_vec()]);
@@ -85,15 +91,21 @@ impl SnapshotEncoder {
     }
 
     /// One chunk of the export, framed. An empty chunk is skipped (0 ends the chunks).
-    pub fn chunk(&mut self, chunk: &[u8]) -> Vec<u8> {
+    ///
+    /// # Errors
+    /// [`SnapshotFileError::ChunkTooLarge`] when the chunk does not fit a 32-bit length (the
+    /// stream written so far is unchanged).
+    pub fn chunk(&mut self, chunk: &[u8]) -> Result<Vec<u8>, SnapshotFileError> {
         if chunk.is_empty() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
-        let len = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
+        let len = u32::try_from(chunk.len()).map_err(|_| SnapshotFileError::ChunkTooLarge {
+            len_bytes: chunk.len(),
+        })?;
         let mut out = Vec::with_capacity(chunk.len() + 4);
         out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(&chunk[..len as usize]);
-        self.emit(out)
+        out.extend_from_slice(chunk);
+        Ok(self.emit(out))
     }
 
     /// The end marker, the padding and the digest.
@@ -168,7 +180,7 @@ mod tests {
         let mut enc = SnapshotEncoder::new();
         let mut out = enc.header();
         for c in chunks {
-            out.extend(enc.chunk(c));
+            out.extend(enc.chunk(c).expect("test chunks are small"));
         }
         out.extend(enc.finish());
         out

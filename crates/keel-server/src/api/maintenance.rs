@@ -71,13 +71,17 @@ fn spawn_snapshot_stream(
                     return;
                 }
             };
+            let framed = match encoder.chunk(&chunk) {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(Status::internal(e.to_string())));
+                    return;
+                }
+            };
             sent += pending.len() as u64;
             // Never 0 before the last response, which alone says "done".
             let remaining = estimate_bytes.saturating_sub(sent).max(1);
-            if !send(
-                std::mem::replace(&mut pending, encoder.chunk(&chunk)),
-                remaining,
-            ) {
+            if !send(std::mem::replace(&mut pending, framed), remaining) {
                 return;
             }
         }
