@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{ctl, fails, initial_cluster, ok, Cluster, Member, DEADLINE};
+use common::{ctl, fails, initial_cluster, ok, poll_ctl, Cluster, Member, DEADLINE};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -248,16 +248,10 @@ fn member_add_then_start_with_state_existing_then_promote_update_remove() {
         .join(",");
     new.start(&initial, "existing");
     // The learner catches up and is promoted (retried until in sync). Found by its peer URL:
-    // its name appears once it has started and published it.
-    let list = ok(c.ctl(&["member", "list", "-w", "json"]));
-    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
-    let id = v["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["peerURLs"][0] == new.peer_url().as_str())
-        .map(|m| format!("{:x}", m["ID"].as_u64().unwrap()))
-        .unwrap();
+    // its name appears once it has started and published it. The member etcdctl asks may not
+    // have applied the addition yet (MemberList answers from the member's own view, as
+    // etcd 3.4's does): polled.
+    let id = poll_member_id(&c, &new.peer_url());
     learner_serves_serializable_reads_only(&new);
     let deadline = Instant::now() + DEADLINE;
     loop {
@@ -278,12 +272,9 @@ fn member_add_then_start_with_state_existing_then_promote_update_remove() {
         )),
         "4\n"
     );
-    let list = ok(c.ctl(&["member", "list"]));
+    let started = format!("started, infra3, {}", c.members[3].peer_url());
+    let list = c.ctl_until(&["member", "list"], |l| l.contains(&started));
     assert_eq!(list.lines().count(), 4, "{list}");
-    assert!(
-        list.contains(&format!("started, infra3, {}", c.members[3].peer_url())),
-        "{list}"
-    );
     // Update then remove the new member.
     let url = format!("http://127.0.0.1:{}", common::free_port());
     let out = ok(c.ctl(&["member", "update", &id, "--peer-urls", &url]));
@@ -291,7 +282,22 @@ fn member_add_then_start_with_state_existing_then_promote_update_remove() {
     c.members[3].kill9();
     let out = ok(c.ctl(&["member", "remove", &id]));
     assert!(out.contains("removed"), "{out}");
-    assert_eq!(ok(c.ctl(&["member", "list"])).lines().count(), 3);
+    c.ctl_until(&["member", "list"], |l| l.lines().count() == 3);
+}
+
+/// The hex id of the member with `peer_url`, once the member etcdctl asks lists it.
+fn poll_member_id(c: &Cluster, peer_url: &str) -> String {
+    let find = |list: &str| {
+        let v: serde_json::Value = serde_json::from_str(list).unwrap();
+        v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["peerURLs"][0] == peer_url)
+            .map(|m| format!("{:x}", m["ID"].as_u64().unwrap()))
+    };
+    let list = c.ctl_until(&["member", "list", "-w", "json"], |l| find(l).is_some());
+    find(&list).unwrap()
 }
 
 /// Until promoted, a learner serves serializable reads only, with etcd's refusal (once it has
@@ -322,29 +328,34 @@ fn sigkill_of_the_leader_under_writes_loses_no_acknowledged_write() {
         .map(|i| c.members[i].endpoint())
         .collect();
     let endpoints = others.join(",");
+    // A write is acknowledged when etcdctl says OK; a failed one may or may not apply. Writes
+    // go on across the kill (and the election it causes) until 20 more are acknowledged.
     let mut acked = Vec::new();
-    for i in 0..40 {
+    let deadline = Instant::now() + DEADLINE;
+    for i in 0.. {
         if i == 20 {
             c.members[leader].kill9();
         }
+        if acked.len() >= 40 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {} acked", acked.len());
         let key = format!("d/{i:03}");
-        // A write is acknowledged when etcdctl says OK; a failed one may or may not apply.
         let out = ctl(&endpoints, &["put", &key, "v"], None);
         if out.status.success() {
             acked.push(key);
         }
     }
-    assert!(
-        acked.len() >= 30,
-        "too few writes acknowledged: {}",
-        acked.len()
-    );
     // The survivors elected a new leader and have every acknowledged write.
-    let got = ok(ctl(
-        &endpoints,
-        &["get", "d/", "--prefix", "--keys-only"],
-        None,
-    ));
+    let got = String::from_utf8(
+        poll_ctl(
+            &endpoints,
+            &["get", "d/", "--prefix", "--keys-only"],
+            |_| true,
+        )
+        .stdout,
+    )
+    .unwrap();
     for key in &acked {
         assert!(got.contains(key.as_str()), "lost {key}");
     }
@@ -352,21 +363,11 @@ fn sigkill_of_the_leader_under_writes_loses_no_acknowledged_write() {
     let initial = initial_cluster(&c.members);
     c.members[leader].start(&initial, "new");
     let endpoint = c.members[leader].endpoint();
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let out = ctl(&endpoint, &["get", "d/", "--prefix", "--keys-only"], None);
-        if out.status.success() {
-            let got = String::from_utf8(out.stdout).unwrap();
-            if acked.iter().all(|k| got.contains(k.as_str())) {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "restarted member never caught up"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    poll_ctl(
+        &endpoint,
+        &["get", "d/", "--prefix", "--keys-only"],
+        |got| acked.iter().all(|k| got.contains(k.as_str())),
+    );
     assert!(c.members[leader]
         .log()
         .contains("restarting from the data directory"));
@@ -457,14 +458,14 @@ fn discovery_bootstraps_a_new_cluster_from_a_token() {
         members,
     };
     cluster.wait_writable();
-    let list = ok(cluster.ctl(&["member", "list"]));
+    // Every member publishes its name after start: polled until the asked member applied all.
+    let started: Vec<String> = (cluster.members.iter())
+        .map(|m| format!("started, {}, {}", m.name, m.peer_url()))
+        .collect();
+    let list = cluster.ctl_until(&["member", "list"], |l| {
+        started.iter().all(|s| l.contains(s.as_str()))
+    });
     assert_eq!(list.lines().count(), 3, "{list}");
-    for m in &cluster.members {
-        assert!(
-            list.contains(&format!("started, {}, {}", m.name, m.peer_url())),
-            "{list}"
-        );
-    }
     // The registrations live in the registry's keyspace.
     let regs = ok(registry.ctl(&[
         "get",

@@ -193,6 +193,12 @@ impl Cluster {
         ctl(&self.endpoints(), args, None)
     }
 
+    /// Run etcdctl until it succeeds with an output `accept` holds (members answer from
+    /// their own applied state, which may lag the leader's), up to the deadline.
+    pub fn ctl_until(&self, args: &[&str], accept: impl Fn(&str) -> bool) -> String {
+        String::from_utf8(poll_ctl(&self.endpoints(), args, accept).stdout).unwrap()
+    }
+
     /// Wait until a put through etcdctl succeeds.
     pub fn wait_writable(&self) {
         let deadline = Instant::now() + DEADLINE;
@@ -267,6 +273,23 @@ pub fn initial_cluster(members: &[Member]) -> String {
 }
 
 /// Run etcdctl (API v3) against `endpoints`, with `stdin` if given.
+/// Run etcdctl against `endpoints` until it succeeds with a stdout `accept` holds (an
+/// election in progress, a member whose applied state lags), up to the deadline.
+pub fn poll_ctl(endpoints: &str, args: &[&str], accept: impl Fn(&str) -> bool) -> Output {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let out = ctl(endpoints, args, None);
+        if out.status.success() && accept(&String::from_utf8_lossy(&out.stdout)) {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "etcdctl {args:?} never accepted: {out:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn ctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Output {
     use std::io::Write as _;
     let mut child = Command::new(etcdctl_path())
