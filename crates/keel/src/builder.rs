@@ -253,7 +253,8 @@ impl NodeBuilder {
             None => self.first_members(&me)?,
         };
         let network = self.network.clone().unwrap_or_else(|| Arc::new(NoNetwork));
-        let lessor_config = self.lessor_config_or_default();
+        let metrics = Arc::new(crate::metrics::Metrics::new(Arc::clone(&self.clock)));
+        let lessor = self.lessor_config_or_default();
         let engine = open_engine(self.storage)?;
         let store = Arc::new(MvccStore::open_with(
             Arc::clone(&engine),
@@ -261,10 +262,7 @@ impl NodeBuilder {
             Durability::Buffered,
         )?);
         let log = Arc::new(DurableLog::open(Arc::clone(&engine))?);
-        let lease = Arc::new(
-            crate::lease::LeaseState::open(engine.as_ref(), lessor_config, Arc::clone(&self.clock))
-                .map_err(NodeError::Lease)?,
-        );
+        let lease = Arc::new(open_lease(engine.as_ref(), lessor, &self.clock)?);
         let cluster_id = match &self.join {
             None => {
                 let id = keel_membership::cluster_id_of(members.keys().copied());
@@ -294,6 +292,7 @@ impl NodeBuilder {
             snapshot_entries_between: self.snapshots.entries_between,
             snapshot_catch_up_entries: self.snapshots.catch_up_entries,
             lease: Arc::clone(&lease),
+            metrics: Arc::clone(&metrics),
         };
         let watches = Arc::new(WatchRegistry::default());
         let wake = Arc::clone(&watches);
@@ -310,6 +309,7 @@ impl NodeBuilder {
             store,
             lease,
             watches,
+            metrics,
         );
         node.spawn_publish(me.client_urls.clone());
         Ok(node)
@@ -463,4 +463,13 @@ pub(crate) fn column_families() -> Vec<&'static str> {
     cfs.push(keel_membership::schema::MEMBERS_CF);
     cfs.push(keel_lease::LEASE_CF);
     cfs
+}
+
+/// The lessor, recovered from `engine`.
+fn open_lease(
+    engine: &dyn Engine,
+    config: keel_lease::LessorConfig,
+    clock: &Arc<dyn keel_types::Clock>,
+) -> Result<crate::lease::LeaseState, NodeError> {
+    crate::lease::LeaseState::open(engine, config, Arc::clone(clock)).map_err(NodeError::Lease)
 }

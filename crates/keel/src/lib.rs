@@ -49,6 +49,7 @@ mod codec;
 mod error;
 mod lease;
 pub mod limits;
+pub mod metrics;
 mod node;
 mod raft;
 mod request;
@@ -61,6 +62,7 @@ pub use keel_lease::{LessorConfig, TimeToLive};
 pub use keel_storage::mvcc::HashKv;
 pub use keel_types::{Clock, ManualClock, SystemClock};
 pub use lease::{LeaseCheckpoint, LeaseExpired, LeaseRequest};
+pub use metrics::Metrics;
 pub use node::Node;
 pub use node::{LeaseGrant, LeaseKeepAlive, SnapshotExport};
 pub use raft::{

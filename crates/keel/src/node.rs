@@ -90,6 +90,8 @@ struct NodeInner {
     stopping: tokio::sync::Mutex<()>,
     /// Live watch streams (woken on snapshot install, closed at shutdown).
     watches: Arc<WatchRegistry>,
+    /// The metrics registry (outlives shutdown: a last scrape still renders).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 struct Running {
@@ -137,6 +139,7 @@ impl Node {
         store: Arc<MvccStore>,
         lease: Arc<crate::lease::LeaseState>,
         watches: Arc<WatchRegistry>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         Node {
             inner: Arc::new(NodeInner {
@@ -152,6 +155,7 @@ impl Node {
                 }))),
                 stopping: tokio::sync::Mutex::new(()),
                 watches,
+                metrics,
             }),
         }
     }
@@ -193,13 +197,20 @@ impl Node {
         running
             .consensus
             .check_backlog(crate::limits::APPLY_BACKLOG_ENTRIES_MAX)?;
-        match running
+        let pending = crate::metrics::PendingProposal::new(&self.inner.metrics);
+        let result = running
             .consensus
             .propose(request, self.inner.request_timeout)
-            .await?
-        {
-            (Applied::Rejected(r), _) => Err(r.into()),
-            other => Ok(other),
+            .await;
+        drop(pending);
+        match result {
+            Ok((Applied::Rejected(r), _)) => Err(r.into()),
+            Ok(other) => Ok(other),
+            Err(e) => {
+                // Not decided by the store: lost leadership, timeout, shutdown.
+                self.inner.metrics.proposals_failed.inc();
+                Err(e)
+            }
         }
     }
 
@@ -313,6 +324,7 @@ impl Node {
                 .await?;
         }
         let body = running.store.range(request)?;
+        self.inner.metrics.mvcc_range.inc();
         let term = running.consensus.term();
         Ok(Response {
             header: self.header(body.revision, term),
@@ -354,7 +366,7 @@ impl Node {
         let term = Box::new(move || {
             weak.upgrade()
                 .and_then(|n| n.running().ok())
-                .map_or(0, |r| r.consensus.status().term)
+                .map_or(0, |r| r.consensus.term())
         });
         Ok(WatchStream::new(
             watcher,
@@ -399,6 +411,37 @@ impl Node {
         let running = self.inner.running()?;
         let revision = running.store.current_revision()?;
         Ok(self.header(revision, running.consensus.term()))
+    }
+
+    /// The node's metrics registry: the host program adds its own metrics to it and renders
+    /// it with [`Node::metrics_text`] (see [`crate::Metrics`]).
+    pub fn metrics(&self) -> Arc<crate::metrics::Metrics> {
+        Arc::clone(&self.inner.metrics)
+    }
+
+    /// The metrics in the OpenMetrics text format, with the scrape-time gauges (leader, raft
+    /// indexes, database size) refreshed first. After shutdown the last values render.
+    ///
+    /// # Errors
+    /// Storage failure reading the database size; a host metric failed to render
+    /// ([`NodeError::Codec`]).
+    pub fn metrics_text(&self) -> Result<String, NodeError> {
+        use crate::metrics::gauge_value;
+        let m = &self.inner.metrics;
+        if let Ok(running) = self.inner.running() {
+            let raft = running.consensus.status();
+            m.has_leader.set(i64::from(raft.leader.is_some()));
+            m.proposals_committed.set(gauge_value(raft.committed_index));
+            m.proposals_applied.set(gauge_value(raft.applied_index));
+            m.db_total_size
+                .set(gauge_value(running.store.engine().size_bytes()?));
+            m.watchers
+                .set(gauge_value(self.inner.watches.live_count() as u64));
+        }
+        m.render().map_err(|e| NodeError::Codec {
+            what: "metrics",
+            detail: e.to_string(),
+        })
     }
 
     fn make_status(&self, running: &Running, raft: RaftStatus) -> Result<Status, NodeError> {

@@ -48,6 +48,13 @@ impl WatchRegistry {
         streams.push(Arc::downgrade(shared));
     }
 
+    /// How many streams are alive.
+    pub(crate) fn live_count(&self) -> usize {
+        (self.streams.lock().iter())
+            .filter(|w| w.strong_count() > 0)
+            .count()
+    }
+
     fn live(&self) -> Vec<Arc<WatchShared>> {
         self.streams
             .lock()

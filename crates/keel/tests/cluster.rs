@@ -1,6 +1,9 @@
 //! A 3-member cluster over `InMemoryNetwork`: forwarding, follower reads, failover, minority.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
+mod common;
+
+use common::{metrics_when, sample};
 use keel::{InMemoryNetwork, Node, NodeBuilder, NodeError, ReadConsistency, Timings};
 use keel_storage::mvcc::RangeRequest;
 use keel_types::{KeyRange, MemberId};
@@ -241,6 +244,13 @@ async fn five_members_tolerate_two_failures_not_three() {
     let err = majority[2].get(&b"five"[..]).await.unwrap_err();
     assert_eq!(err, NodeError::Timeout);
 
+    // The metrics saw it: a second leader on the majority, the failed proposal.
+    for n in &majority {
+        metrics_when(n, "etcd_server_leader_changes_seen_total", |v| v >= 2.0).await;
+    }
+    let text = majority[1].metrics_text().unwrap();
+    assert!(sample(&text, "etcd_server_proposals_failed_total") >= 1.0);
+
     // Healed, every member converges on the acknowledged value.
     net.heal();
     let leader = agreed_leader(&all).await;
@@ -265,6 +275,9 @@ async fn five_members_tolerate_two_failures_not_three() {
             values == [b"ok".as_slice()] || values == [b"lost".as_slice()],
             "{values:?}"
         );
+        let text = n.metrics_text().unwrap();
+        assert_eq!(sample(&text, "etcd_server_has_leader"), 1.0);
+        assert!(sample(&text, "etcd_mvcc_put_total") >= 2.0, "{text}");
     }
     for n in &nodes {
         n.shutdown().await;

@@ -1,6 +1,9 @@
 //! A single-member node: the KV API, headers, errors, shutdown and restart from RocksDB.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
+mod common;
+
+use common::{metrics_when, sample};
 use keel::{NodeBuilder, NodeError, ReadConsistency};
 use keel_storage::mvcc::{
     Compare, CompareOp, CompareTarget, DeleteRequest, PutRequest, RangeRequest, RequestOp,
@@ -180,4 +183,74 @@ async fn a_data_dir_of_another_cluster_is_refused() {
         .await
         .unwrap_err();
     assert!(matches!(missing, NodeError::Config { .. }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_the_node_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = builder(dir.path()).start().await.unwrap();
+    node.wait_for_leader(std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    // The leader change is counted by a task watching the engine's metrics: polled.
+    let before = metrics_when(&node, "etcd_server_leader_changes_seen_total", |v| v >= 1.0).await;
+    assert_eq!(sample(&before, "etcd_server_has_leader"), 1.0);
+    assert_eq!(
+        sample(&before, "etcd_server_leader_changes_seen_total"),
+        1.0
+    );
+    assert_eq!(sample(&before, "etcd_mvcc_put_total"), 0.0);
+
+    for i in 0..3 {
+        node.put(format!("k{i}"), "v").await.unwrap();
+    }
+    node.delete_range(DeleteRequest {
+        range: KeyRange::key(&b"k0"[..]),
+        prev_kv: false,
+    })
+    .await
+    .unwrap();
+    node.txn(compare_and_swap_txn()).await.unwrap();
+    node.get(&b"k1"[..]).await.unwrap();
+    // A refused request is not an applied put.
+    node.put(&b""[..], &b"v"[..]).await.unwrap_err();
+    let lease = node.lease_grant(60, None).await.unwrap().body.id;
+    node.lease_keep_alive(lease).await.unwrap();
+    node.lease_keep_alive(lease).await.unwrap();
+    node.lease_revoke(lease).await.unwrap();
+    let watch = node
+        .watch(keel_storage::watch::WatchSpec::new(KeyRange::prefix(
+            &b"k"[..],
+        )))
+        .await
+        .unwrap();
+
+    let text = node.metrics_text().unwrap();
+    assert_eq!(sample(&text, "etcd_mvcc_put_total"), 3.0);
+    assert_eq!(sample(&text, "etcd_mvcc_delete_total"), 1.0);
+    assert_eq!(sample(&text, "etcd_mvcc_txn_total"), 1.0);
+    assert_eq!(sample(&text, "etcd_mvcc_range_total"), 1.0);
+    assert_eq!(sample(&text, "etcd_debugging_lease_granted_total"), 1.0);
+    assert_eq!(sample(&text, "etcd_debugging_lease_renewed_total"), 2.0);
+    assert_eq!(sample(&text, "etcd_debugging_lease_revoked_total"), 1.0);
+    assert_eq!(sample(&text, "etcd_debugging_mvcc_watcher_total"), 1.0);
+    assert_eq!(sample(&text, "etcd_server_proposals_pending"), 0.0);
+    assert_eq!(sample(&text, "etcd_server_proposals_failed_total"), 0.0);
+    let applied = sample(&text, "etcd_server_proposals_applied_total");
+    assert!(applied >= 10.0, "{applied}");
+    assert!(sample(&text, "etcd_server_proposals_committed_total") >= applied);
+    assert!(sample(&text, "etcd_mvcc_db_total_size_in_bytes") > 0.0);
+    // Every write reached the log through at least one fsync.
+    assert!(sample(&text, "etcd_disk_wal_fsync_duration_seconds_count") >= 1.0);
+    assert!(sample(&text, "etcd_disk_backend_commit_duration_seconds_count") >= 10.0);
+    drop(watch);
+    let text = node.metrics_text().unwrap();
+    assert_eq!(sample(&text, "etcd_debugging_mvcc_watcher_total"), 0.0);
+    node.shutdown().await;
+    // After shutdown, the last values still render.
+    node.put(&b"k"[..], &b"v"[..]).await.unwrap_err();
+    assert_eq!(
+        sample(&node.metrics_text().unwrap(), "etcd_mvcc_put_total"),
+        3.0
+    );
 }

@@ -41,6 +41,8 @@ pub(crate) struct ConsensusConfig {
     pub(crate) snapshot_catch_up_entries: u64,
     /// The lessor the state machine applies lease requests with.
     pub(crate) lease: Arc<crate::lease::LeaseState>,
+    /// The node's metrics.
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A snapshot of the engine's metrics in keel terms.
@@ -91,6 +93,24 @@ pub(super) fn raft_error<E: std::error::Error>(e: &RaftError<TypeConfig, E>) -> 
     }
 }
 
+/// openraft's configuration from keel's timings and snapshot policy.
+fn raft_config(config: &ConsensusConfig) -> Result<Arc<openraft::Config>, NodeError> {
+    let raft_config = openraft::Config {
+        cluster_name: "keel".into(),
+        heartbeat_interval: millis(config.heartbeat_interval),
+        election_timeout_min: millis(config.election_timeout),
+        election_timeout_max: millis(config.election_timeout) * 2,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_entries_between),
+        max_in_snapshot_log_to_keep: config.snapshot_catch_up_entries,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| NodeError::Config {
+        detail: e.to_string(),
+    })?;
+    Ok(Arc::new(raft_config))
+}
+
 impl Consensus {
     /// Open the log on `engine`, start openraft with the state machine on `store`, and on the
     /// very first start initialize the configured members.
@@ -102,26 +122,15 @@ impl Consensus {
         network: Arc<dyn Network>,
         on_install: Arc<dyn Fn() + Send + Sync>,
     ) -> Result<Self, NodeError> {
-        let raft_config = openraft::Config {
-            cluster_name: "keel".into(),
-            heartbeat_interval: millis(config.heartbeat_interval),
-            election_timeout_min: millis(config.election_timeout),
-            election_timeout_max: millis(config.election_timeout) * 2,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(
-                config.snapshot_entries_between,
-            ),
-            max_in_snapshot_log_to_keep: config.snapshot_catch_up_entries,
-            ..Default::default()
-        }
-        .validate()
-        .map_err(|e| NodeError::Config {
-            detail: e.to_string(),
-        })?;
+        let raft_config = raft_config(&config)?;
         // The committed log id persisted before a restart: start returns once the state
         // machine has applied at least that far, so no read sees a reverted state.
-        let mut log_store = LogStore::new(log, engine).map_err(|e| NodeError::Raft {
-            detail: format!("start the log syncer: {e}"),
-        })?;
+        let mut log_store =
+            LogStore::new(log, engine, Arc::clone(&config.metrics)).map_err(|e| {
+                NodeError::Raft {
+                    detail: format!("start the log syncer: {e}"),
+                }
+            })?;
         let committed = log_store
             .read_committed()
             .await
@@ -133,7 +142,7 @@ impl Consensus {
         };
         let raft = Raft::new(
             config.id.get(),
-            Arc::new(raft_config),
+            raft_config,
             factory,
             log_store,
             StateMachine::new(
@@ -141,6 +150,7 @@ impl Consensus {
                 config.cluster_id,
                 on_install,
                 Arc::clone(&config.lease),
+                Arc::clone(&config.metrics),
             ),
         )
         .await
@@ -156,6 +166,7 @@ impl Consensus {
             reconfig_lock: tokio::sync::Mutex::new(()),
             request_timeout: config.recovery_timeout,
         };
+        this.spawn_leader_watch(Arc::clone(&config.metrics));
         if !config.join {
             this.initialize_once(&config).await?;
             // Once initialized, the configuration is in the log (and metrics) of this member.

@@ -48,8 +48,12 @@ impl LogStore {
     ///
     /// # Errors
     /// The syncer thread could not be started.
-    pub(crate) fn new(log: Arc<DurableLog>, engine: Arc<dyn Engine>) -> io::Result<Self> {
-        let syncer = super::log_sync::LogSyncer::start(Arc::clone(&engine))?;
+    pub(crate) fn new(
+        log: Arc<DurableLog>,
+        engine: Arc<dyn Engine>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> io::Result<Self> {
+        let syncer = super::log_sync::LogSyncer::start(Arc::clone(&engine), metrics)?;
         Ok(LogStore {
             log,
             engine,

@@ -33,7 +33,10 @@ impl LogSyncer {
     ///
     /// # Errors
     /// The thread could not be spawned.
-    pub(crate) fn start(engine: Arc<dyn Engine>) -> io::Result<Self> {
+    pub(crate) fn start(
+        engine: Arc<dyn Engine>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> io::Result<Self> {
         let (tx, rx) = crossbeam::channel::bounded::<IOFlushed<TypeConfig>>(PENDING_CALLBACKS_MAX);
         std::thread::Builder::new()
             .name("keel-log-sync".into())
@@ -41,7 +44,10 @@ impl LogSyncer {
                 while let Ok(first) = rx.recv() {
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
+                    let started = metrics.now();
                     let result = engine.sync();
+                    metrics.observe_since(&metrics.wal_fsync, started);
+                    metrics.log_sync_batch.observe(batch.len() as f64);
                     for callback in batch {
                         let signal = match &result {
                             Ok(()) => Ok(()),

@@ -70,6 +70,8 @@ pub(crate) struct StateMachine {
     on_install: Arc<dyn Fn() + Send + Sync>,
     /// The lessor: lease requests and key attachments apply through it (invariant 7).
     lease: Arc<LeaseState>,
+    /// Apply counts and commit latencies.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -91,6 +93,7 @@ impl StateMachine {
         cluster_id: ClusterId,
         on_install: Arc<dyn Fn() + Send + Sync>,
         lease: Arc<LeaseState>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         StateMachine {
             store,
@@ -98,6 +101,7 @@ impl StateMachine {
             current: Arc::new(Mutex::new(None)),
             on_install,
             lease,
+            metrics,
         }
     }
 
@@ -110,6 +114,16 @@ impl StateMachine {
 
     /// Apply one entry in one write transaction (invariant 1).
     fn apply_one(&self, entry: &Entry, state: &mut AppliedState) -> io::Result<Applied> {
+        let started = self.metrics.now();
+        let applied = self.apply_entry(entry, state)?;
+        count_applied(&self.metrics, &applied);
+        if self.metrics.now().saturating_sub(started) > crate::metrics::SLOW_APPLY {
+            self.metrics.slow_apply.inc();
+        }
+        Ok(applied)
+    }
+
+    fn apply_entry(&self, entry: &Entry, state: &mut AppliedState) -> io::Result<Applied> {
         state.last_applied = Some(entry.log_id);
         let mut members = None;
         let request = match &entry.payload {
@@ -151,7 +165,10 @@ impl StateMachine {
         };
         self.lease.stage(&mut txn);
         txn.set_applied(&marker);
+        let commit_started = self.metrics.now();
         let committed = txn.commit(Durability::Buffered).map_err(io_err)?;
+        self.metrics
+            .observe_since(&self.metrics.backend_commit, commit_started);
         if compact {
             while !self
                 .store
@@ -170,6 +187,26 @@ impl StateMachine {
         let cluster_id = previous.as_ref().map_or(self.cluster_id, Cluster::id);
         derive_cluster(cluster_id, previous.as_ref(), m).map_err(io_err)
     }
+}
+
+/// Count an applied request in etcd's mvcc and lease counters (refusals are not counted).
+fn count_applied(metrics: &crate::metrics::Metrics, applied: &Applied) {
+    let (counter, by) = match applied {
+        Applied::Put(_) => (&metrics.mvcc_put, 1),
+        Applied::Delete(_) => (&metrics.mvcc_delete, 1),
+        Applied::Txn(_) => (&metrics.mvcc_txn, 1),
+        Applied::Lease(LeaseApplied::Granted { .. }) => (&metrics.lease_granted, 1),
+        Applied::Lease(LeaseApplied::Revoked { .. }) => (&metrics.lease_revoked, 1),
+        Applied::Lease(LeaseApplied::Renewed { ttls }) => (
+            &metrics.lease_renewed,
+            ttls.iter().filter(|t| t.is_some()).count() as u64,
+        ),
+        Applied::Lease(LeaseApplied::Internal)
+        | Applied::Internal
+        | Applied::Compact { .. }
+        | Applied::Rejected(_) => return,
+    };
+    counter.inc_by(by);
 }
 
 fn execute(txn: &mut WriteTxn<'_>, req: &Request) -> Result<Applied, StorageError> {

@@ -17,6 +17,9 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, ()> for Builder {
         let engine: Arc<dyn Engine> = Arc::new(MemEngine::new(&crate::builder::column_families()));
         let store = Arc::new(MvccStore::open(Arc::clone(&engine)).map_err(io)?);
         let log = Arc::new(DurableLog::open(Arc::clone(&engine)).map_err(io)?);
+        let metrics = Arc::new(crate::metrics::Metrics::new(Arc::new(
+            keel_types::ManualClock::new(),
+        )));
         let lease = Arc::new(
             crate::lease::LeaseState::open(
                 engine.as_ref(),
@@ -32,14 +35,20 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, ()> for Builder {
         );
         Ok((
             (),
-            LogStore::new(log, engine).map_err(|e| {
+            LogStore::new(log, engine, Arc::clone(&metrics)).map_err(|e| {
                 StorageError::from_io_error(
                     openraft::ErrorSubject::Store,
                     openraft::ErrorVerb::Write,
                     e,
                 )
             })?,
-            StateMachine::new(store, keel_types::ClusterId::new(1), Arc::new(|| {}), lease),
+            StateMachine::new(
+                store,
+                keel_types::ClusterId::new(1),
+                Arc::new(|| {}),
+                lease,
+                metrics,
+            ),
         ))
     }
 }
