@@ -40,6 +40,10 @@ pub struct Flags {
         default_value = "http://localhost:2379"
     )]
     pub advertise_client_urls: String,
+    /// More URLs to serve `/metrics` and the health endpoints on (comma-separated; they are
+    /// always served on the client URLs too).
+    #[arg(long, env = "KEEL_LISTEN_METRICS_URLS", default_value = "")]
+    pub listen_metrics_urls: String,
     /// URLs to listen on for peer traffic.
     #[arg(
         long,
@@ -175,6 +179,8 @@ pub struct ServerConfig {
     pub client_addrs: Vec<SocketAddr>,
     /// Addresses to serve peers on.
     pub peer_addrs: Vec<SocketAddr>,
+    /// More addresses to serve the HTTP endpoints (metrics, health) on.
+    pub metrics_addrs: Vec<SocketAddr>,
     /// Raft heartbeat interval.
     pub heartbeat_interval: Duration,
     /// Raft election timeout.
@@ -370,6 +376,10 @@ impl Flags {
             data_dir,
             client_addrs: listen_addrs("--listen-client-urls", &self.listen_client_urls)?,
             peer_addrs: listen_addrs("--listen-peer-urls", &self.listen_peer_urls)?,
+            metrics_addrs: match self.listen_metrics_urls.trim() {
+                "" => Vec::new(),
+                urls => listen_addrs("--listen-metrics-urls", urls)?,
+            },
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
             max_request_bytes: self.max_request_bytes,

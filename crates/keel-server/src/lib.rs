@@ -37,6 +37,7 @@ pub mod compactor;
 pub mod config;
 pub mod config_file;
 pub mod discovery;
+pub mod http;
 pub mod peer;
 pub mod server;
 pub mod snapshot_file;

@@ -110,6 +110,7 @@ fn local_addrs(listeners: &[TcpListener]) -> Result<Vec<SocketAddr>, ServerError
 pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> {
     let peer_listeners = bind_all(&config.peer_addrs, "peers").await?;
     let client_listeners = bind_all(&config.client_addrs, "clients").await?;
+    let metrics_listeners = bind_all(&config.metrics_addrs, "metrics").await?;
     let peer_addrs = local_addrs(&peer_listeners)?;
     let client_addrs = local_addrs(&client_listeners)?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -136,24 +137,14 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
         );
     }
 
-    let limits = crate::api::ApiLimits {
-        request_bytes_max: config.max_request_bytes,
-        txn_ops_max: config.max_txn_ops,
-        ..crate::api::ApiLimits::default()
-    };
-    let shared = Arc::new(node.clone());
-    for l in client_listeners {
-        let mut stopped = stopped.clone();
-        let routes = crate::api::routes(Arc::clone(&shared), limits);
-        tasks.push(tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_routes(routes)
-                .serve_with_incoming_shutdown(incoming(l), async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                })
-                .await
-        }));
-    }
+    serve_clients(
+        config,
+        &node,
+        client_listeners,
+        metrics_listeners,
+        &stopped,
+        &mut tasks,
+    );
     tracing::info!(
         name = %config.bootstrap.name(),
         member_id = %node.id(),
@@ -172,6 +163,50 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
 }
 
 type ServeTask = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
+
+/// Serve etcd's gRPC API and the HTTP endpoints on the client listeners, and the HTTP
+/// endpoints alone on the metrics listeners.
+fn serve_clients(
+    config: &ServerConfig,
+    node: &Node,
+    client_listeners: Vec<TcpListener>,
+    metrics_listeners: Vec<TcpListener>,
+    stopped: &tokio::sync::watch::Receiver<bool>,
+    tasks: &mut Vec<ServeTask>,
+) {
+    let limits = crate::api::ApiLimits {
+        request_bytes_max: config.max_request_bytes,
+        txn_ops_max: config.max_txn_ops,
+        ..crate::api::ApiLimits::default()
+    };
+    let shared = Arc::new(node.clone());
+    // gRPC and the HTTP endpoints share the client port (HTTP/1.1 is accepted for the latter).
+    let client_routes = crate::http::with_grpc(
+        crate::api::routes(Arc::clone(&shared), limits),
+        Arc::clone(&shared),
+    );
+    let metrics_routes = crate::http::router(Arc::clone(&shared));
+    let serve = client_listeners
+        .into_iter()
+        .map(|l| (l, client_routes.clone()))
+        .chain(
+            metrics_listeners
+                .into_iter()
+                .map(|l| (l, metrics_routes.clone())),
+        );
+    for (l, routes) in serve {
+        let mut stopped = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .accept_http1(true)
+                .add_routes(tonic::service::Routes::from(routes))
+                .serve_with_incoming_shutdown(incoming(l), async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                })
+                .await
+        }));
+    }
+}
 
 /// Serve the peer protocol on `listeners` with the node's handler once `slot` holds it.
 fn serve_peers(
