@@ -12,7 +12,7 @@ use std::time::Duration;
 #[derive(Clone, Debug, Parser)]
 #[command(
     name = "keel",
-    version,
+    version = crate::VERSION,
     about = "keel: an etcd v3 compatible server built on the keel crates"
 )]
 pub struct Flags {

@@ -29,6 +29,21 @@ pub mod pb {
     }
 }
 
+/// The etcd API version keel speaks (one literal for [`api::ETCD_VERSION`] and [`VERSION`]).
+macro_rules! etcd_api_version {
+    () => {
+        "3.5.0"
+    };
+}
+
+/// keel's version and the etcd API version it speaks, as `keel --version` prints them.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (etcd API ",
+    etcd_api_version!(),
+    ")"
+);
+
 pub mod api;
 mod convert;
 pub mod status;

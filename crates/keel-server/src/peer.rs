@@ -21,6 +21,8 @@ use bytes::Bytes;
 use keel::{Network, NodeError, PeerHandler, PeerMessage, PeerReply, SendFuture};
 use keel_types::MemberId;
 use parking_lot::RwLock;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -40,6 +42,56 @@ pub const MESSAGE_BYTES_MAX: usize = 2 * 1024 * 1024 * 1024;
 pub const IN_FLIGHT_PER_PEER_MAX: usize = 64;
 /// How long connecting to a member may take before the message counts as undelivered.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Label set of the peer traffic counters (`To` or `From`, the member id).
+type PeerLabel = Vec<(&'static str, String)>;
+
+/// Bytes exchanged with each member, both directions and both roles (caller and server):
+/// etcd's `etcd_network_peer_sent_bytes_total{To}` and `..._received_bytes_total{From}`.
+/// Clones share the counters.
+///
+/// # Examples
+/// ```
+/// use keel_server::peer::PeerTraffic;
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let node = keel::NodeBuilder::new(keel_types::MemberId::new(1)).start().await?;
+/// PeerTraffic::default().register(&node.metrics());
+/// assert!(node.metrics_text()?.contains("etcd_network_peer_sent_bytes"));
+/// # Ok::<(), keel::NodeError>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct PeerTraffic {
+    sent: Family<PeerLabel, Counter>,
+    received: Family<PeerLabel, Counter>,
+}
+
+impl PeerTraffic {
+    /// Add the counters to a node's registry.
+    pub fn register(&self, metrics: &keel::Metrics) {
+        metrics.register(
+            "etcd_network_peer_sent_bytes",
+            "Bytes sent to each member.",
+            self.sent.clone(),
+        );
+        metrics.register(
+            "etcd_network_peer_received_bytes",
+            "Bytes received from each member.",
+            self.received.clone(),
+        );
+    }
+
+    fn count_sent(&self, to: MemberId, bytes: usize) {
+        (self.sent.get_or_create(&vec![("To", to.to_string())])).inc_by(bytes as u64);
+    }
+
+    fn count_received(&self, from: MemberId, bytes: usize) {
+        (self
+            .received
+            .get_or_create(&vec![("From", from.to_string())]))
+        .inc_by(bytes as u64);
+    }
+}
 
 /// One member's address and connection.
 #[derive(Clone)]
@@ -69,6 +121,7 @@ pub struct GrpcNetwork {
     me: MemberId,
     /// The links by member id. Guards only the map; never held across an await.
     links: RwLock<BTreeMap<MemberId, Link>>,
+    traffic: PeerTraffic,
 }
 
 impl std::fmt::Debug for GrpcNetwork {
@@ -105,9 +158,15 @@ fn client(url: &str) -> Result<PeerClient<Channel>, NodeError> {
 impl GrpcNetwork {
     /// A network for member `me` that knows no other member yet.
     pub fn new(me: MemberId) -> Self {
+        GrpcNetwork::with_traffic(me, PeerTraffic::default())
+    }
+
+    /// As [`GrpcNetwork::new`], counting the bytes exchanged in `traffic`.
+    pub fn with_traffic(me: MemberId, traffic: PeerTraffic) -> Self {
         GrpcNetwork {
             me,
             links: RwLock::new(BTreeMap::new()),
+            traffic,
         }
     }
 
@@ -175,6 +234,7 @@ impl GrpcNetwork {
         };
         let payload = Bytes::from(message.to_bytes()?);
         let frame_to = if link.contact { 0 } else { to.get() };
+        self.traffic.count_sent(to, payload.len());
         let mut client = link.client;
         let reply = if payload.len() <= STREAM_FRAME_BYTES_MAX {
             let frame = Frame {
@@ -196,7 +256,11 @@ impl GrpcNetwork {
             client.send_stream(tokio_stream::iter(frames)).await
         };
         match reply {
-            Ok(frame) => PeerReply::from_bytes(&frame.into_inner().payload),
+            Ok(frame) => {
+                let payload = frame.into_inner().payload;
+                self.traffic.count_received(to, payload.len());
+                PeerReply::from_bytes(&payload)
+            }
             Err(status) => Err(status_error(to, &status)),
         }
     }
@@ -246,12 +310,23 @@ impl HandlerSlot {
 #[derive(Clone, Debug)]
 pub struct PeerServer {
     handler: HandlerSlot,
+    traffic: PeerTraffic,
 }
 
 impl PeerServer {
     /// A server that answers `Unavailable` until `handler` is set.
     pub fn new(handler: HandlerSlot) -> Self {
-        PeerServer { handler }
+        PeerServer {
+            handler,
+            traffic: PeerTraffic::default(),
+        }
+    }
+
+    /// Count the bytes served in `traffic`.
+    #[must_use]
+    pub fn with_traffic(mut self, traffic: PeerTraffic) -> Self {
+        self.traffic = traffic;
+        self
     }
 
     /// The tonic service, ready to add to a router.
@@ -261,7 +336,9 @@ impl PeerServer {
             .max_encoding_message_size(MESSAGE_BYTES_MAX)
     }
 
-    async fn serve(&self, to: u64, payload: &[u8]) -> Result<Response<Frame>, Status> {
+    async fn serve(&self, from: u64, to: u64, payload: &[u8]) -> Result<Response<Frame>, Status> {
+        let from = MemberId::new(from);
+        self.traffic.count_received(from, payload.len());
         let Some((me, handler)) = self.handler.slot.get().cloned() else {
             return Err(Status::unavailable("member is starting"));
         };
@@ -280,6 +357,7 @@ impl PeerServer {
         let payload = reply
             .to_bytes()
             .map_err(|e| Status::internal(e.to_string()))?;
+        self.traffic.count_sent(from, payload.len());
         Ok(Response::new(Frame {
             from: me.get(),
             to: 0,
@@ -292,7 +370,7 @@ impl PeerServer {
 impl Peer for PeerServer {
     async fn send(&self, request: Request<Frame>) -> Result<Response<Frame>, Status> {
         let frame = request.into_inner();
-        self.serve(frame.to, &frame.payload).await
+        self.serve(frame.from, frame.to, &frame.payload).await
     }
 
     async fn send_stream(
@@ -300,16 +378,16 @@ impl Peer for PeerServer {
         request: Request<Streaming<Frame>>,
     ) -> Result<Response<Frame>, Status> {
         let mut stream = request.into_inner();
-        let mut to = 0;
+        let (mut from, mut to) = (0, 0);
         let mut payload: Vec<u8> = Vec::new();
         while let Some(frame) = stream.next().await {
             let frame = frame?;
-            to = frame.to;
+            (from, to) = (frame.from, frame.to);
             if payload.len() + frame.payload.len() > MESSAGE_BYTES_MAX {
                 return Err(Status::resource_exhausted("peer message too large"));
             }
             payload.extend_from_slice(&frame.payload);
         }
-        self.serve(to, &payload).await
+        self.serve(from, to, &payload).await
     }
 }

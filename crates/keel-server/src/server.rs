@@ -2,7 +2,7 @@
 //! where the data directory wins), the peer and client gRPC servers, and graceful shutdown.
 
 use crate::config::ServerConfig;
-use crate::peer::{GrpcNetwork, HandlerSlot, PeerServer};
+use crate::peer::{GrpcNetwork, HandlerSlot, PeerServer, PeerTraffic};
 use keel::{MemberStatus, Node, NodeBuilder, NodeError, Timings};
 use keel_membership::{ClusterState, Member, MemberName, MemberUrl};
 use keel_types::{ClusterId, MemberId};
@@ -118,9 +118,10 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
 
     // Peers can reach this member (and are told "starting") before the node runs.
     let slot = HandlerSlot::default();
-    serve_peers(peer_listeners, &slot, &stopped, &mut tasks);
+    let traffic = PeerTraffic::default();
+    serve_peers(peer_listeners, &slot, &traffic, &stopped, &mut tasks);
 
-    let (node, network) = match start_node(config).await {
+    let (node, network) = match start_node(config, &traffic).await {
         Ok(started) => started,
         Err(e) => {
             let _ = stop.send(true);
@@ -128,6 +129,7 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
         }
     };
     slot.set(node.id(), node.peer_handler());
+    traffic.register(&node.metrics());
     spawn_peer_refresh(node.clone(), Arc::clone(&network), stopped.clone());
     if let Some(retention) = config.auto_compaction {
         crate::compactor::spawn(
@@ -212,10 +214,13 @@ fn serve_clients(
 fn serve_peers(
     listeners: Vec<TcpListener>,
     slot: &HandlerSlot,
+    traffic: &PeerTraffic,
     stopped: &tokio::sync::watch::Receiver<bool>,
     tasks: &mut Vec<ServeTask>,
 ) {
-    let peer_service = PeerServer::new(slot.clone()).into_service();
+    let peer_service = PeerServer::new(slot.clone())
+        .with_traffic(traffic.clone())
+        .into_service();
     for l in listeners {
         let mut stopped = stopped.clone();
         let service = peer_service.clone();
@@ -330,12 +335,15 @@ fn builder(config: &ServerConfig, id: MemberId, network: &Arc<GrpcNetwork>) -> N
 
 /// Start the node: restart from the data directory if it has been started before, else
 /// bootstrap a new cluster or join an existing one as the flags say.
-async fn start_node(config: &ServerConfig) -> Result<(Node, Arc<GrpcNetwork>), ServerError> {
+async fn start_node(
+    config: &ServerConfig,
+    traffic: &PeerTraffic,
+) -> Result<(Node, Arc<GrpcNetwork>), ServerError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(io(format!("create {}", config.data_dir.display())))?;
     if let Some(id) = recorded_id(&config.data_dir)? {
         tracing::info!(member_id = %id, "restarting from the data directory (bootstrap flags ignored)");
-        let network = Arc::new(GrpcNetwork::new(id));
+        let network = Arc::new(GrpcNetwork::with_traffic(id, traffic.clone()));
         let node = builder(config, id, &network)
             .join_existing(Vec::new())
             .start()
@@ -346,10 +354,10 @@ async fn start_node(config: &ServerConfig) -> Result<(Node, Arc<GrpcNetwork>), S
     let (node, network) = match (config.bootstrap.state(), &config.discovery) {
         (ClusterState::New, Some(d)) => {
             let discovered = discover(config, d).await?;
-            bootstrap_new(&discovered).await?
+            bootstrap_new(&discovered, traffic).await?
         }
-        (ClusterState::New, None) => bootstrap_new(config).await?,
-        (ClusterState::Existing, _) => join_existing(config).await?,
+        (ClusterState::New, None) => bootstrap_new(config, traffic).await?,
+        (ClusterState::Existing, _) => join_existing(config, traffic).await?,
     };
     record_id(&config.data_dir, node.id(), node.cluster_id())?;
     Ok((node, network))
@@ -386,10 +394,13 @@ async fn discover(
     Ok(discovered)
 }
 
-async fn bootstrap_new(config: &ServerConfig) -> Result<(Node, Arc<GrpcNetwork>), ServerError> {
+async fn bootstrap_new(
+    config: &ServerConfig,
+    traffic: &PeerTraffic,
+) -> Result<(Node, Arc<GrpcNetwork>), ServerError> {
     let cluster = config.bootstrap.new_cluster()?;
     let id = config.bootstrap.local_member_id()?;
-    let network = Arc::new(GrpcNetwork::new(id));
+    let network = Arc::new(GrpcNetwork::with_traffic(id, traffic.clone()));
     let mut initial = Vec::new();
     for m in cluster.members() {
         let urls: Vec<String> = m
@@ -416,7 +427,10 @@ async fn bootstrap_new(config: &ServerConfig) -> Result<(Node, Arc<GrpcNetwork>)
 /// etcd's `--initial-cluster-state existing`: ask the members named in `--initial-cluster`
 /// for the records, find this member among them by its peer URLs (it must have been added
 /// with `member add`), verify name and cluster, then join under the id it was added with.
-async fn join_existing(config: &ServerConfig) -> Result<(Node, Arc<GrpcNetwork>), ServerError> {
+async fn join_existing(
+    config: &ServerConfig,
+    traffic: &PeerTraffic,
+) -> Result<(Node, Arc<GrpcNetwork>), ServerError> {
     let me = config.bootstrap.name();
     let contacts = GrpcNetwork::new(MemberId::new(u64::MAX));
     let mut contact_ids = Vec::new();
@@ -436,7 +450,7 @@ async fn join_existing(config: &ServerConfig) -> Result<(Node, Arc<GrpcNetwork>)
     let plan = keel_membership::verify_join(&config.bootstrap, cluster_id, &records, None)?;
     let id = plan.member_id;
     tracing::info!(member_id = %id, cluster_id = %cluster_id, "joining an existing cluster");
-    let network = Arc::new(GrpcNetwork::new(id));
+    let network = Arc::new(GrpcNetwork::with_traffic(id, traffic.clone()));
     network.set_peers(&members)?;
     let peers: Vec<MemberId> = members.iter().map(|m| m.id).filter(|m| *m != id).collect();
     let node = builder(config, id, &network)

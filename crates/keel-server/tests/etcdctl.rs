@@ -374,6 +374,19 @@ fn sigkill_of_the_leader_under_writes_loses_no_acknowledged_write() {
 }
 
 #[test]
+fn version_names_keel_and_the_etcd_api() {
+    let out = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("keel {} (etcd API 3.5.0)\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
 fn bad_flags_exit_with_status_2_before_touching_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("never-created");

@@ -2,6 +2,9 @@
 //! by tonic on a loopback port, driven with the generated clients.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+mod common;
+
+use common::sample;
 use keel::{Node, NodeBuilder};
 use keel_server::api::{self, ApiLimits};
 use keel_server::pb::etcdserverpb as pb;
@@ -607,7 +610,25 @@ async fn watch_create_events_filters_cancel_and_progress() {
     assert_eq!(replay.watch_id, 1);
     assert_eq!(event_summary(&replay), [(0, "w/old".to_owned())]);
 
+    // One client stream carrying three watchers, in the node's metrics.
+    let text = fx.node.metrics_text().unwrap();
+    assert_eq!(sample(&text, "etcd_debugging_mvcc_watch_stream_total"), 1.0);
+    assert_eq!(sample(&text, "etcd_debugging_mvcc_watcher_total"), 3.0);
+
     events_progress_and_cancel(&mut w, &mut kv).await;
+    drop(w);
+    // The server notices the closed stream and drops its watchers.
+    let deadline = tokio::time::Instant::now() + STEP_DEADLINE;
+    loop {
+        let text = fx.node.metrics_text().unwrap();
+        if sample(&text, "etcd_debugging_mvcc_watch_stream_total") == 0.0
+            && sample(&text, "etcd_debugging_mvcc_watcher_total") == 0.0
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     fx.stop().await;
 }
 

@@ -104,4 +104,16 @@ fn a_member_without_quorum_is_live_but_neither_healthy_nor_ready() {
     );
     let (_, text) = http_get(&survivor, "/metrics");
     assert!(sample(&text, "etcd_server_leader_changes_seen_total") >= 1.0);
+    // Raft traffic with both peers, counted per member in both directions.
+    for (name, label) in [
+        ("etcd_network_peer_sent_bytes_total", "To"),
+        ("etcd_network_peer_received_bytes_total", "From"),
+    ] {
+        let series: Vec<f64> = (text.lines())
+            .filter_map(|l| l.strip_prefix(name)?.strip_prefix(&format!("{{{label}=\"")))
+            .map(|rest| rest.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(series.len(), 2, "{name}: {text}");
+        assert!(series.iter().all(|v| *v > 0.0), "{name}: {series:?}");
+    }
 }

@@ -16,6 +16,7 @@
 //! | `etcd_disk_wal_fsync_duration_seconds` | histogram | each log fsync (group commit) |
 //! | `etcd_disk_backend_commit_duration_seconds` | histogram | each applied entry's batch |
 //! | `etcd_mvcc_{put,delete,txn,range}_total` | counter | applied puts/deletes/txns, served ranges |
+//! | `etcd_debugging_mvcc_watch_stream_total` | gauge | moved by a server ([`Metrics::watch_streams`]) |
 //! | `etcd_debugging_mvcc_watcher_total` | gauge | live [`crate::WatchStream`]s, at render |
 //! | `etcd_debugging_lease_{granted,revoked,renewed}_total` | counter | applied lease requests |
 //! | `keel_log_sync_batch_entries` | histogram | log writes completed by one fsync |
@@ -77,6 +78,7 @@ pub struct Metrics {
     pub(crate) mvcc_txn: Counter,
     pub(crate) mvcc_range: Counter,
     pub(crate) watchers: Gauge,
+    watch_streams: Gauge,
     pub(crate) lease_granted: Counter,
     pub(crate) lease_revoked: Counter,
     pub(crate) lease_renewed: Counter,
@@ -109,6 +111,7 @@ impl Metrics {
             mvcc_txn: Counter::default(),
             mvcc_range: Counter::default(),
             watchers: Gauge::default(),
+            watch_streams: Gauge::default(),
             lease_granted: Counter::default(),
             lease_revoked: Counter::default(),
             lease_renewed: Counter::default(),
@@ -148,7 +151,7 @@ impl Metrics {
         );
     }
 
-    fn gauges(&self) -> [(&'static str, &'static str, &Gauge); 6] {
+    fn gauges(&self) -> [(&'static str, &'static str, &Gauge); 7] {
         [
             (
                 "etcd_server_has_leader",
@@ -179,6 +182,11 @@ impl Metrics {
                 "etcd_debugging_mvcc_watcher_total",
                 "Live watch streams on the node.",
                 &self.watchers,
+            ),
+            (
+                "etcd_debugging_mvcc_watch_stream_total",
+                "Client watch streams a server serves.",
+                &self.watch_streams,
             ),
         ]
     }
@@ -241,6 +249,13 @@ impl Metrics {
         let mut out = String::new();
         encode(&mut out, &self.registry.lock())?;
         Ok(out)
+    }
+
+    /// The gauge of client watch streams (etcd's `etcd_debugging_mvcc_watch_stream_total`):
+    /// a server built on the node moves it, one per client stream carrying any number of
+    /// watchers (the node's own [`crate::WatchStream`]s are the watchers).
+    pub fn watch_streams(&self) -> Gauge {
+        self.watch_streams.clone()
     }
 
     /// The injected clock's reading, for durations.

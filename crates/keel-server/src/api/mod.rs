@@ -31,7 +31,7 @@ use tonic::Status;
 
 /// The etcd version keel reports in Maintenance Status (etcdctl 3.4 and 3.5 parse it and
 /// enable their 3.5 features by it).
-pub const ETCD_VERSION: &str = "3.5.0";
+pub const ETCD_VERSION: &str = etcd_api_version!();
 
 /// Room for gRPC framing and protobuf envelope on top of the request limit (etcd grants the
 /// same 512 KiB: its gRPC receive limit is `--max-request-bytes` plus this).

@@ -64,6 +64,7 @@ impl pb::watch_server::Watch for WatchService {
         crate::status::refuse_on_learner(&self.node)?;
         let (tx, rx) = mpsc::channel(RESPONSES_BUFFER);
         let session = Session {
+            _stream: StreamCount::new(self.node.metrics().watch_streams()),
             node: Arc::clone(&self.node),
             limits: self.limits,
             tx,
@@ -86,7 +87,25 @@ struct Watching {
 ///
 /// Invariants: 1. every id in `watchers` is unique on the stream; 2. a watcher's task is the
 /// only writer of its events, and after its `canceled` response it writes nothing.
+/// Counts one client watch stream while it lives.
+struct StreamCount(prometheus_client::metrics::gauge::Gauge);
+
+impl StreamCount {
+    fn new(gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        StreamCount(gauge)
+    }
+}
+
+impl Drop for StreamCount {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 struct Session {
+    /// Counted in the node's watch stream gauge.
+    _stream: StreamCount,
     node: Arc<Node>,
     limits: ApiLimits,
     tx: Responses,
