@@ -13,6 +13,7 @@
 //! | `etcd_server_proposals_failed_total` | counter | proposals that ended in an error |
 //! | `etcd_server_slow_apply_total` | counter | entries whose apply took over 100 ms |
 //! | `etcd_mvcc_db_total_size_in_bytes` | gauge | the engine's size, at render |
+//! | `etcd_mvcc_db_total_size_in_use_in_bytes` | gauge | the engine's live-data estimate, at render |
 //! | `etcd_disk_wal_fsync_duration_seconds` | histogram | each log fsync (group commit) |
 //! | `etcd_disk_backend_commit_duration_seconds` | histogram | each applied entry's batch |
 //! | `etcd_mvcc_{put,delete,txn,range}_total` | counter | applied puts/deletes/txns, served ranges |
@@ -21,8 +22,8 @@
 //! | `etcd_debugging_lease_{granted,revoked,renewed}_total` | counter | applied lease requests |
 //! | `keel_log_sync_batch_entries` | histogram | log writes completed by one fsync |
 //!
-//! Not exported: etcd's `db_total_size_in_use_in_bytes` (the engine has no live-size figure
-//! yet) and revocations by expiry in `lease_revoked_total` (applied as one internal batch).
+//! Not counted: revocations by expiry in `lease_revoked_total` (applied as one internal
+//! batch), puts and deletes inside txns in `put_total`/`delete_total` (counted as the txn).
 
 use parking_lot::Mutex;
 use prometheus_client::encoding::text::encode;
@@ -71,6 +72,7 @@ pub struct Metrics {
     pub(crate) proposals_failed: Counter,
     pub(crate) slow_apply: Counter,
     pub(crate) db_total_size: Gauge,
+    pub(crate) db_in_use_size: Gauge,
     pub(crate) wal_fsync: Histogram,
     pub(crate) backend_commit: Histogram,
     pub(crate) mvcc_put: Counter,
@@ -104,6 +106,7 @@ impl Metrics {
             proposals_failed: Counter::default(),
             slow_apply: Counter::default(),
             db_total_size: Gauge::default(),
+            db_in_use_size: Gauge::default(),
             wal_fsync: disk_buckets(),
             backend_commit: disk_buckets(),
             mvcc_put: Counter::default(),
@@ -151,7 +154,7 @@ impl Metrics {
         );
     }
 
-    fn gauges(&self) -> [(&'static str, &'static str, &Gauge); 7] {
+    fn gauges(&self) -> [(&'static str, &'static str, &Gauge); 8] {
         [
             (
                 "etcd_server_has_leader",
@@ -182,6 +185,11 @@ impl Metrics {
                 "etcd_debugging_mvcc_watcher_total",
                 "Live watch streams on the node.",
                 &self.watchers,
+            ),
+            (
+                "etcd_mvcc_db_total_size_in_use_in_bytes",
+                "Bytes of live data (the size after a full compaction).",
+                &self.db_in_use_size,
             ),
             (
                 "etcd_debugging_mvcc_watch_stream_total",

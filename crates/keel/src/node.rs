@@ -433,8 +433,9 @@ impl Node {
             m.has_leader.set(i64::from(raft.leader.is_some()));
             m.proposals_committed.set(gauge_value(raft.committed_index));
             m.proposals_applied.set(gauge_value(raft.applied_index));
-            m.db_total_size
-                .set(gauge_value(running.store.engine().size_bytes()?));
+            let engine = running.store.engine();
+            m.db_total_size.set(gauge_value(engine.size_bytes()?));
+            m.db_in_use_size.set(gauge_value(engine.live_bytes()?));
             m.watchers
                 .set(gauge_value(self.inner.watches.live_count() as u64));
         }

@@ -240,6 +240,8 @@ async fn metrics_count_what_the_node_did() {
     assert!(applied >= 10.0, "{applied}");
     assert!(sample(&text, "etcd_server_proposals_committed_total") >= applied);
     assert!(sample(&text, "etcd_mvcc_db_total_size_in_bytes") > 0.0);
+    let in_use = sample(&text, "etcd_mvcc_db_total_size_in_use_in_bytes");
+    assert!(in_use > 0.0, "{text}");
     // Every write reached the log through at least one fsync.
     assert!(sample(&text, "etcd_disk_wal_fsync_duration_seconds_count") >= 1.0);
     assert!(sample(&text, "etcd_disk_backend_commit_duration_seconds_count") >= 10.0);

@@ -233,6 +233,11 @@ impl Engine for MemEngine {
         }))
     }
 
+    /// Nothing is garbage in memory: the live size is the size.
+    fn live_bytes(&self) -> Result<u64> {
+        self.size_bytes()
+    }
+
     fn size_bytes(&self) -> Result<u64> {
         self.poison.check()?;
         let images = self.images.lock();

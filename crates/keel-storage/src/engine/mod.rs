@@ -232,6 +232,13 @@ pub trait Engine: Send + Sync + 'static {
     /// Poisoned store or engine failure.
     fn size_bytes(&self) -> Result<u64>;
 
+    /// Approximate bytes of live data (what [`Engine::size_bytes`] would shrink to after a
+    /// full compaction): etcd's "in use" size.
+    ///
+    /// # Errors
+    /// Poisoned store or engine failure.
+    fn live_bytes(&self) -> Result<u64>;
+
     /// `Err(Poisoned)` once any write or fsync has failed.
     ///
     /// # Errors

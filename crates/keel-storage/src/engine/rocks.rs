@@ -166,6 +166,25 @@ impl RocksEngine {
         }
         Ok(out)
     }
+
+    /// The sum of integer properties over every column family.
+    fn sum_property(&self, props: &[&str]) -> Result<u64> {
+        self.poison.check()?;
+        let mut total = 0u64;
+        for name in &self.names {
+            let Some(cf) = self.db.cf_handle(name) else {
+                continue;
+            };
+            for prop in props {
+                let v = self
+                    .db
+                    .property_int_value_cf(cf, *prop)
+                    .map_err(|e| io("size", &e))?;
+                total = total.saturating_add(v.unwrap_or(0));
+            }
+        }
+        Ok(total)
+    }
 }
 
 impl Engine for RocksEngine {
@@ -205,24 +224,17 @@ impl Engine for RocksEngine {
     }
 
     fn size_bytes(&self) -> Result<u64> {
-        self.poison.check()?;
-        let mut total = 0u64;
-        for name in &self.names {
-            let Some(cf) = self.db.cf_handle(name) else {
-                continue;
-            };
-            for prop in [
-                "rocksdb.total-sst-files-size",
-                "rocksdb.cur-size-all-mem-tables",
-            ] {
-                let v = self
-                    .db
-                    .property_int_value_cf(cf, prop)
-                    .map_err(|e| io("size", &e))?;
-                total = total.saturating_add(v.unwrap_or(0));
-            }
-        }
-        Ok(total)
+        self.sum_property(&[
+            "rocksdb.total-sst-files-size",
+            "rocksdb.cur-size-all-mem-tables",
+        ])
+    }
+
+    fn live_bytes(&self) -> Result<u64> {
+        self.sum_property(&[
+            "rocksdb.estimate-live-data-size",
+            "rocksdb.cur-size-all-mem-tables",
+        ])
     }
 
     fn check_healthy(&self) -> Result<()> {
