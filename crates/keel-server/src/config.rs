@@ -7,6 +7,15 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The tools the binary carries besides the server.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Command {
+    /// Snapshot backup and restore (etcdctl's `snapshot save`, etcdutl's `snapshot status`
+    /// and `snapshot restore`).
+    #[command(subcommand)]
+    Snapshot(crate::snapshot_cli::SnapshotCommand),
+}
+
 /// Command-line flags (etcd's names and defaults). Every flag can also be given as the
 /// environment variable `KEEL_<FLAG>` (upper case, `-` as `_`), e.g. `KEEL_NAME=infra0`.
 #[derive(Clone, Debug, Parser)]
@@ -16,6 +25,9 @@ use std::time::Duration;
     about = "keel: an etcd v3 compatible server built on the keel crates"
 )]
 pub struct Flags {
+    /// A tool instead of the server (`keel snapshot save|status|restore`).
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Read the configuration from this YAML file (etcd's format; `.toml` files are read as
     /// TOML). When given, it is the whole configuration, as in etcd.
     #[arg(long, env = "KEEL_CONFIG_FILE")]

@@ -55,4 +55,5 @@ pub mod discovery;
 pub mod http;
 pub mod peer;
 pub mod server;
+pub mod snapshot_cli;
 pub mod snapshot_file;

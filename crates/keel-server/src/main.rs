@@ -1,7 +1,7 @@
 //! The `keel` binary: an etcd v3 compatible server. Takes etcd's flags (see `keel --help`).
 
 use clap::Parser;
-use keel_server::config::{Flags, LogOutput, ServerConfig};
+use keel_server::config::{Command, Flags, LogOutput, ServerConfig};
 use std::process::ExitCode;
 
 /// Exit status for invalid flags (etcd's and clap's convention).
@@ -64,6 +64,18 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_FLAGS);
         }
     };
+    if let Some(Command::Snapshot(command)) = flags.command {
+        return match keel_server::snapshot_cli::run(command) {
+            Ok(out) => {
+                println!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("keel: error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match flags.validate() {
         Ok(c) => c,
         Err(e) => {

@@ -62,7 +62,7 @@ impl Default for Timings {
 }
 
 /// Where the node keeps its state.
-enum Storage {
+pub(crate) enum Storage {
     Memory,
     Dir(PathBuf),
     Engine(Arc<dyn Engine>),
@@ -88,7 +88,7 @@ enum Storage {
 pub struct NodeBuilder {
     id: MemberId,
     name: Option<String>,
-    storage: Storage,
+    pub(crate) storage: Storage,
     network: Option<Arc<dyn Network>>,
     initial_members: BTreeMap<MemberId, String>,
     /// Peer URLs of initial members other than this one (etcd's --initial-cluster).

@@ -28,8 +28,10 @@ use std::time::Duration;
 mod lease;
 mod maintenance;
 mod renew_batch;
+mod restore;
 pub use lease::{LeaseGrant, LeaseKeepAlive};
 pub use maintenance::SnapshotExport;
+pub use restore::{snapshot_summary, SnapshotSummary};
 
 /// A member of a keel cluster: etcd's KV API on a replicated, linearizable MVCC store.
 ///
