@@ -124,6 +124,12 @@ pub struct Flags {
     /// Where logs go: `default` or `stderr` (standard error), `stdout`.
     #[arg(long, env = "KEEL_LOG_OUTPUTS", default_value = "default")]
     pub log_outputs: String,
+    /// Disaster recovery: restart this member (its data directory must have been started
+    /// before) as the only member of its cluster, keeping its data, member id and cluster id.
+    /// Remove the other members' data directories, then add them again with `member add`.
+    /// Ignored on a data directory never started.
+    #[arg(long, env = "KEEL_FORCE_NEW_CLUSTER", default_value_t = false)]
+    pub force_new_cluster: bool,
     /// etcd's Go profiler endpoint. keel has no Go runtime to profile: accepted for
     /// compatibility with etcd command lines, with a warning in the log that it is ignored.
     #[arg(long, env = "KEEL_ENABLE_PPROF", default_value_t = false)]
@@ -209,6 +215,8 @@ pub struct ServerConfig {
     pub log_json: bool,
     /// Where logs go.
     pub log_output: LogOutput,
+    /// `--force-new-cluster` was given.
+    pub force_new_cluster: bool,
     /// `--enable-pprof` was given (warned about, not served).
     pub pprof_requested: bool,
 }
@@ -408,6 +416,7 @@ impl Flags {
             log_json,
             log_output,
             pprof_requested: self.enable_pprof,
+            force_new_cluster: self.force_new_cluster,
         })
     }
 }

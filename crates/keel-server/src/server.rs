@@ -344,8 +344,12 @@ async fn start_node(
     if let Some(id) = recorded_id(&config.data_dir)? {
         tracing::info!(member_id = %id, "restarting from the data directory (bootstrap flags ignored)");
         let network = Arc::new(GrpcNetwork::with_traffic(id, traffic.clone()));
+        if config.force_new_cluster {
+            tracing::warn!(member_id = %id, "--force-new-cluster: membership rewritten to this member alone");
+        }
         let node = builder(config, id, &network)
             .join_existing(Vec::new())
+            .force_new_cluster(config.force_new_cluster)
             .start()
             .await?;
         network.set_peers(&node.members().await?)?;

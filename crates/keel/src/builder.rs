@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Key of the cluster id in the log's metadata.
-const META_CLUSTER_ID: &str = "cluster_id";
+pub(crate) const META_CLUSTER_ID: &str = "cluster_id";
 
 /// The node's timings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +96,8 @@ pub struct NodeBuilder {
     peer_urls: Vec<String>,
     client_urls: Vec<String>,
     join: Option<Vec<MemberId>>,
+    /// Rewrite the membership to this member alone at start (etcd's `--force-new-cluster`).
+    force_new_cluster: bool,
     timings: Timings,
     snapshots: SnapshotPolicy,
     /// Time for the lessor (lease deadlines); the Raft timers use the runtime's time.
@@ -127,6 +129,7 @@ impl NodeBuilder {
             peer_urls: Vec::new(),
             client_urls: Vec::new(),
             join: None,
+            force_new_cluster: false,
             timings: Timings::default(),
             snapshots: SnapshotPolicy::default(),
             clock: Arc::new(keel_types::SystemClock::new()),
@@ -227,6 +230,39 @@ impl NodeBuilder {
         self
     }
 
+    /// Disaster recovery (etcd's `--force-new-cluster`): start from this member's data
+    /// directory as the only member of its cluster, whatever the membership was. The keyspace,
+    /// leases, member id and cluster id are kept; the Raft log, the vote and the member records
+    /// are dropped (entries committed elsewhere but not yet applied here are lost, as they are
+    /// when etcd forces a new cluster). Other members' data must then be discarded and the
+    /// members re-added. Ignores [`NodeBuilder::join_existing`] and the initial members.
+    ///
+    /// # Examples
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use keel::NodeBuilder;
+    /// use keel_types::MemberId;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let node = NodeBuilder::new(MemberId::new(1)).data_dir(dir.path()).start().await?;
+    /// node.put(&b"kept"[..], &b"yes"[..]).await?;
+    /// let cluster = node.cluster_id();
+    /// node.shutdown().await;
+    /// let node = NodeBuilder::new(MemberId::new(1))
+    ///     .data_dir(dir.path())
+    ///     .force_new_cluster(true)
+    ///     .start()
+    ///     .await?;
+    /// assert_eq!(node.cluster_id(), cluster);
+    /// assert_eq!(node.get(&b"kept"[..]).await?.body.unwrap().value.as_ref(), b"yes");
+    /// # node.shutdown().await;
+    /// # Ok::<(), keel::NodeError>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn force_new_cluster(mut self, force: bool) -> Self {
+        self.force_new_cluster = force;
+        self
+    }
+
     /// The node's timings.
     pub fn timings(mut self, timings: Timings) -> Self {
         self.timings = timings;
@@ -248,14 +284,12 @@ impl NodeBuilder {
     /// consensus failure.
     pub async fn start(self) -> Result<Node, NodeError> {
         let me = self.self_node()?;
-        let members = match &self.join {
-            Some(_) => BTreeMap::new(),
-            None => self.first_members(&me)?,
-        };
+        let join = self.join.clone().filter(|_| !self.force_new_cluster);
+        let members = self.members_at_start(&me, join.is_some())?;
         let network = self.network.clone().unwrap_or_else(|| Arc::new(NoNetwork));
         let metrics = Arc::new(crate::metrics::Metrics::new(Arc::clone(&self.clock)));
         let lessor = self.lessor_config_or_default();
-        let engine = open_engine(self.storage)?;
+        let (engine, kept_cluster_id) = open_engine(self.storage, self.force_new_cluster)?;
         let store = Arc::new(MvccStore::open_with(
             Arc::clone(&engine),
             MvccLimits::default(),
@@ -263,9 +297,10 @@ impl NodeBuilder {
         )?);
         let log = Arc::new(DurableLog::open(Arc::clone(&engine))?);
         let lease = Arc::new(open_lease(engine.as_ref(), lessor, &self.clock)?);
-        let cluster_id = match &self.join {
+        let cluster_id = match &join {
             None => {
-                let id = keel_membership::cluster_id_of(members.keys().copied());
+                let id = kept_cluster_id
+                    .unwrap_or_else(|| keel_membership::cluster_id_of(members.keys().copied()));
                 check_cluster_id(&log, id)?;
                 id
             }
@@ -284,7 +319,7 @@ impl NodeBuilder {
         let config = ConsensusConfig {
             id: self.id,
             initial_members: members,
-            join: self.join.is_some(),
+            join: join.is_some(),
             cluster_id,
             heartbeat_interval: self.timings.heartbeat_interval,
             election_timeout: self.timings.election_timeout,
@@ -313,6 +348,22 @@ impl NodeBuilder {
         );
         node.spawn_publish(me.client_urls.clone());
         Ok(node)
+    }
+
+    /// The members to initialize with: this member alone when forcing a new cluster, none
+    /// when joining, the initial members otherwise.
+    fn members_at_start(
+        &self,
+        me: &MemberNode,
+        joining: bool,
+    ) -> Result<BTreeMap<MemberId, MemberNode>, NodeError> {
+        if self.force_new_cluster {
+            Ok(BTreeMap::from([(self.id, me.clone())]))
+        } else if joining {
+            Ok(BTreeMap::new())
+        } else {
+            self.first_members(me)
+        }
     }
 
     /// The lessor's configuration: the given one, or the default with the Raft election
@@ -426,16 +477,25 @@ async fn join_cluster(
     Ok(cluster_id)
 }
 
-fn open_engine(storage: Storage) -> Result<Arc<dyn Engine>, NodeError> {
+/// Open the engine; with `force_new_cluster`, reset it (see
+/// [`NodeBuilder::force_new_cluster`]) and return the cluster id it recorded.
+type Opened = (Arc<dyn Engine>, Option<ClusterId>);
+fn open_engine(storage: Storage, force_new_cluster: bool) -> Result<Opened, NodeError> {
     let cfs = Node::column_families();
-    Ok(match storage {
+    let engine: Arc<dyn Engine> = match storage {
         Storage::Memory => Arc::new(MemEngine::new(&cfs)),
         Storage::Engine(e) => e,
         Storage::Dir(dir) => {
             let options = keel_storage::engine::RocksOptions::new(&cfs);
             Arc::new(keel_storage::engine::RocksEngine::open(dir, &options)?)
         }
-    })
+    };
+    let kept = if force_new_cluster {
+        crate::node::force_reset(&engine)?
+    } else {
+        None
+    };
+    Ok((engine, kept))
 }
 
 /// Record the cluster id on first start; refuse data of another cluster afterwards.

@@ -31,6 +31,7 @@ mod renew_batch;
 mod restore;
 pub use lease::{LeaseGrant, LeaseKeepAlive};
 pub use maintenance::SnapshotExport;
+pub(crate) use restore::force_reset;
 pub use restore::{snapshot_summary, SnapshotSummary};
 
 /// A member of a keel cluster: etcd's KV API on a replicated, linearizable MVCC store.

@@ -13,8 +13,8 @@ use crate::error::NodeError;
 use keel_membership::schema::MEMBERS_CF;
 use keel_storage::engine::{Durability, Engine, MemEngine, WriteBatch};
 use keel_storage::mvcc::RangeRequest;
-use keel_storage::{MvccLimits, MvccStore};
-use keel_types::{KeyRange, Revision};
+use keel_storage::{DurableLog, MvccLimits, MvccStore, LOG_CF};
+use keel_types::{ClusterId, KeyRange, Revision};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -74,18 +74,7 @@ fn install(
         Durability::Buffered,
     )?;
     store.install_snapshot(chunks.into_iter().map(Ok))?;
-    let mut reset = WriteBatch::default();
-    reset.delete(
-        engine.column_family(keel_storage::schema::META_CF)?,
-        keel_storage::schema::META_APPLIED,
-    );
-    // Every membership record (members, removed ids, cluster id) sorts below this key.
-    reset.delete_range(
-        engine.column_family(MEMBERS_CF)?,
-        Vec::new(),
-        vec![0xff; 16],
-    );
-    engine.write(reset, Durability::Synced)?;
+    engine.write(state_reset(engine)?, Durability::Synced)?;
     let hash = store.hash_kv(None)?;
     let count = store.range(&RangeRequest {
         count_only: true,
@@ -97,6 +86,46 @@ fn install(
         total_keys: count.count,
         hash: hash.hash,
     })
+}
+
+/// Drop the Raft log (vote included), the applied position and the member records of the
+/// state on `engine`, for `--force-new-cluster`; the recorded cluster id, if any, is returned
+/// to be kept.
+pub(crate) fn force_reset(engine: &Arc<dyn Engine>) -> Result<Option<ClusterId>, NodeError> {
+    let log = DurableLog::open(Arc::clone(engine))?;
+    let cluster_id = match log.meta(crate::builder::META_CLUSTER_ID)? {
+        Some(bytes) => Some(crate::codec::decode("cluster id", &bytes)?),
+        None => None,
+    };
+    drop(log);
+    let mut reset = state_reset(engine)?;
+    reset.delete_range(engine.column_family(LOG_CF)?, Vec::new(), vec![0xff; 16]);
+    engine.write(reset, Durability::Synced)?;
+    mark_adopted(engine)?;
+    Ok(cluster_id)
+}
+
+/// Record that the state machine holds state the (empty) log does not explain.
+fn mark_adopted(engine: &Arc<dyn Engine>) -> Result<(), NodeError> {
+    let log = DurableLog::open(Arc::clone(engine))?;
+    log.save_meta(crate::raft::META_ADOPTED_STATE, &[1], Durability::Synced)?;
+    Ok(())
+}
+
+/// A batch that drops the applied position and every membership record.
+fn state_reset(engine: &Arc<dyn Engine>) -> Result<WriteBatch, NodeError> {
+    let mut reset = WriteBatch::default();
+    reset.delete(
+        engine.column_family(keel_storage::schema::META_CF)?,
+        keel_storage::schema::META_APPLIED,
+    );
+    // Every membership record (members, removed ids, cluster id) sorts below this key.
+    reset.delete_range(
+        engine.column_family(MEMBERS_CF)?,
+        Vec::new(),
+        vec![0xff; 16],
+    );
+    Ok(reset)
 }
 
 impl NodeBuilder {
@@ -150,6 +179,7 @@ impl NodeBuilder {
             let engine: Arc<dyn Engine> =
                 Arc::new(keel_storage::engine::RocksEngine::open(&staging, &options)?);
             let summary = install(&engine, chunks)?;
+            mark_adopted(&engine)?;
             engine.sync()?;
             Ok::<_, NodeError>(summary)
         })();

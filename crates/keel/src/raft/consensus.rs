@@ -93,6 +93,31 @@ pub(super) fn raft_error<E: std::error::Error>(e: &RaftError<TypeConfig, E>) -> 
     }
 }
 
+/// The log meta recording that the state machine holds state the log does not (a restored
+/// snapshot, a forced new cluster): `[1]` until a snapshot covers it, then `[0]`.
+pub(crate) const META_ADOPTED_STATE: &str = "adopted_state";
+
+/// Whether the state machine holds state the log does not explain.
+fn adopted_state(log: &DurableLog) -> Result<bool, NodeError> {
+    Ok(log.meta(META_ADOPTED_STATE)?.is_some_and(|v| v == [1]))
+}
+
+/// Wait until the engine's metrics satisfy `done`; `false` once the engine stopped.
+async fn metrics_reach(
+    raft: &Raft,
+    done: impl Fn(&openraft::RaftMetrics<TypeConfig>) -> bool,
+) -> bool {
+    let mut rx = raft.metrics();
+    loop {
+        if done(&rx.borrow_watched()) {
+            return true;
+        }
+        if rx.changed().await.is_err() {
+            return false;
+        }
+    }
+}
+
 /// openraft's configuration from keel's timings and snapshot policy.
 fn raft_config(config: &ConsensusConfig) -> Result<Arc<openraft::Config>, NodeError> {
     let raft_config = openraft::Config {
@@ -123,6 +148,7 @@ impl Consensus {
         on_install: Arc<dyn Fn() + Send + Sync>,
     ) -> Result<Self, NodeError> {
         let raft_config = raft_config(&config)?;
+        let adopted = adopted_state(&log)?.then(|| Arc::clone(&log));
         // The committed log id persisted before a restart: start returns once the state
         // machine has applied at least that far, so no read sees a reverted state.
         let mut log_store =
@@ -167,6 +193,9 @@ impl Consensus {
             request_timeout: config.recovery_timeout,
         };
         this.spawn_leader_watch(Arc::clone(&config.metrics));
+        if let Some(log) = adopted {
+            this.spawn_adopted_state_snapshot(log);
+        }
         if !config.join {
             this.initialize_once(&config).await?;
             // Once initialized, the configuration is in the log (and metrics) of this member.
@@ -199,6 +228,36 @@ impl Consensus {
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
             Err(e) => Err(raft_error(&e)),
         }
+    }
+
+    /// After a restore or a forced new cluster the state machine holds a keyspace the log does
+    /// not: snapshot it and purge the log up to the snapshot, so that a member added later
+    /// receives the state as a snapshot instead of replaying a log that lacks it. Runs in the
+    /// background (a restored member may wait for its peers before it applies anything); the
+    /// marker is cleared once done, and the work is redone after a crash before that.
+    fn spawn_adopted_state_snapshot(&self, log: Arc<DurableLog>) {
+        let raft = self.raft.clone();
+        tokio::spawn(async move {
+            if !metrics_reach(&raft, |m| m.last_applied.is_some()).await {
+                return;
+            }
+            let applied = (raft.metrics().borrow_watched().last_applied).map_or(0, |l| l.index);
+            if raft.trigger().snapshot().await.is_err()
+                || !metrics_reach(&raft, |m| m.snapshot.is_some_and(|s| s.index >= applied)).await
+                || raft.trigger().purge_log(applied).await.is_err()
+                || !metrics_reach(&raft, |m| m.purged.is_some_and(|p| p.index >= applied)).await
+            {
+                return;
+            }
+            match log.save_meta(
+                META_ADOPTED_STATE,
+                &[0],
+                keel_storage::engine::Durability::Synced,
+            ) {
+                Ok(()) => tracing::info!(index = applied, "adopted state snapshotted, log purged"),
+                Err(e) => tracing::warn!(error = %e, "adopted state: clearing the marker failed"),
+            }
+        });
     }
 
     /// Ask openraft to hand leadership to `to` (leader only; completes asynchronously).

@@ -15,6 +15,7 @@ mod state_machine;
 #[cfg(test)]
 mod storage_suite;
 
+pub(crate) use consensus::META_ADOPTED_STATE;
 pub(crate) use consensus::{Consensus, ConsensusConfig, RaftStatus};
 pub(crate) use forward::RemoteChange;
 pub use membership::cluster_members;
