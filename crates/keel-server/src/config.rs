@@ -124,6 +124,9 @@ pub struct Flags {
     /// Where logs go: `default` or `stderr` (standard error), `stdout`.
     #[arg(long, env = "KEEL_LOG_OUTPUTS", default_value = "default")]
     pub log_outputs: String,
+    /// Log client requests that take longer than this (a Go-style duration: `100ms`, `1s`).
+    #[arg(long, env = "KEEL_WARNING_APPLY_DURATION", default_value = "100ms")]
+    pub warning_apply_duration: String,
     /// Disaster recovery: restart this member (its data directory must have been started
     /// before) as the only member of its cluster, keeping its data, member id and cluster id.
     /// Remove the other members' data directories, then add them again with `member add`.
@@ -217,6 +220,8 @@ pub struct ServerConfig {
     pub log_output: LogOutput,
     /// `--force-new-cluster` was given.
     pub force_new_cluster: bool,
+    /// Requests slower than this are logged (`--warning-apply-duration`).
+    pub slow_request: Duration,
     /// `--enable-pprof` was given (warned about, not served).
     pub pprof_requested: bool,
 }
@@ -417,13 +422,71 @@ impl Flags {
             log_output,
             pprof_requested: self.enable_pprof,
             force_new_cluster: self.force_new_cluster,
+            slow_request: go_duration(&self.warning_apply_duration).map_err(|reason| {
+                ConfigError::Invalid {
+                    flag: "warning-apply-duration",
+                    reason,
+                }
+            })?,
         })
     }
+}
+
+/// A Go-style duration: one or more `<integer><unit>` with units `h`, `m`, `s`, `ms`, `us`,
+/// `ns` (`1s500ms`), or `0`.
+///
+/// # Errors
+/// What is wrong with `text`.
+pub fn go_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration (e.g. 100ms, 1s, 1m30s)");
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        let after = &rest[digits..];
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(after.len());
+        let part = match &after[..unit_len] {
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "s" => Duration::from_secs(n),
+            "ms" => Duration::from_millis(n),
+            "us" | "µs" => Duration::from_micros(n),
+            "ns" => Duration::from_nanos(n),
+            _ => return Err(bad()),
+        };
+        total = total.saturating_add(part);
+        rest = &after[unit_len..];
+    }
+    if text.is_empty() {
+        return Err(bad());
+    }
+    Ok(total)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_durations_parse_and_bad_ones_are_refused() {
+        assert_eq!(go_duration("100ms"), Ok(Duration::from_millis(100)));
+        assert_eq!(go_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(go_duration("1s500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(go_duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "100", "ms", "1x", "1.5s", "-1s"] {
+            assert!(go_duration(bad).is_err(), "{bad:?}");
+        }
+        let err = flags(&["--warning-apply-duration", "soon"])
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("warning-apply-duration"), "{err}");
+    }
 
     fn flags(args: &[&str]) -> Flags {
         let mut all = vec!["keel"];

@@ -326,6 +326,7 @@ fn builder(config: &ServerConfig, id: MemberId, network: &Arc<GrpcNetwork>) -> N
         .peer_urls(urls(config.bootstrap.peer_urls()))
         .client_urls(urls(config.bootstrap.client_urls()))
         .network(Arc::clone(network) as Arc<dyn keel::Network>)
+        .slow_request_threshold(config.slow_request)
         .timings(Timings {
             heartbeat_interval: config.heartbeat_interval,
             election_timeout: config.election_timeout,

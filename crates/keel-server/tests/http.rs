@@ -35,6 +35,8 @@ fn metrics_and_probes_on_the_client_and_metrics_urls() {
         &initial,
         "--listen-metrics-urls",
         &format!("http://{metrics_addr}"),
+        "--warning-apply-duration",
+        "1us",
     ]);
     let c = Cluster {
         root,
@@ -77,6 +79,10 @@ fn metrics_and_probes_on_the_client_and_metrics_urls() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("unknown check \"bogus\""), "{body}");
     assert_eq!(http_get(&client, "/nowhere").0, 404);
+    // One log line per leader change, and per request slower than the (1 µs) threshold.
+    let log = c.members[0].log();
+    assert!(log.contains("leader changed"), "{log}");
+    assert!(log.contains("request took too long"), "{log}");
     // A gRPC service keel does not serve (Auth) still answers gRPC's Unimplemented.
     let err = fails(c.ctl(&["user", "list"]));
     assert!(err.contains("Unimplemented"), "{err}");

@@ -98,6 +98,8 @@ pub struct NodeBuilder {
     join: Option<Vec<MemberId>>,
     /// Rewrite the membership to this member alone at start (etcd's `--force-new-cluster`).
     force_new_cluster: bool,
+    /// Client requests slower than this are logged.
+    slow_request: Duration,
     timings: Timings,
     snapshots: SnapshotPolicy,
     /// Time for the lessor (lease deadlines); the Raft timers use the runtime's time.
@@ -130,6 +132,7 @@ impl NodeBuilder {
             client_urls: Vec::new(),
             join: None,
             force_new_cluster: false,
+            slow_request: crate::metrics::SLOW_REQUEST,
             timings: Timings::default(),
             snapshots: SnapshotPolicy::default(),
             clock: Arc::new(keel_types::SystemClock::new()),
@@ -230,6 +233,13 @@ impl NodeBuilder {
         self
     }
 
+    /// Log client requests slower than `threshold` (default [`crate::metrics::SLOW_REQUEST`],
+    /// etcd's `--warning-apply-duration`): one `request took too long` warning each.
+    pub fn slow_request_threshold(mut self, threshold: Duration) -> Self {
+        self.slow_request = threshold;
+        self
+    }
+
     /// Disaster recovery (etcd's `--force-new-cluster`): start from this member's data
     /// directory as the only member of its cluster, whatever the membership was. The keyspace,
     /// leases, member id and cluster id are kept; the Raft log, the vote and the member records
@@ -287,7 +297,10 @@ impl NodeBuilder {
         let join = self.join.clone().filter(|_| !self.force_new_cluster);
         let members = self.members_at_start(&me, join.is_some())?;
         let network = self.network.clone().unwrap_or_else(|| Arc::new(NoNetwork));
-        let metrics = Arc::new(crate::metrics::Metrics::new(Arc::clone(&self.clock)));
+        let metrics = Arc::new(crate::metrics::Metrics::new(
+            Arc::clone(&self.clock),
+            self.slow_request,
+        ));
         let lessor = self.lessor_config_or_default();
         let (engine, kept_cluster_id) = open_engine(self.storage, self.force_new_cluster)?;
         let store = Arc::new(MvccStore::open_with(

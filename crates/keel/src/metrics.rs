@@ -37,6 +37,9 @@ use std::time::Duration;
 /// An apply slower than this counts as slow (etcd's apply warning threshold).
 pub const SLOW_APPLY: Duration = Duration::from_millis(100);
 
+/// A client request slower than this is logged by default (etcd's `--warning-apply-duration`).
+pub const SLOW_REQUEST: Duration = Duration::from_millis(100);
+
 /// The node's metrics and the registry that renders them.
 ///
 /// # Examples
@@ -64,6 +67,8 @@ pub const SLOW_APPLY: Duration = Duration::from_millis(100);
 pub struct Metrics {
     registry: Mutex<Registry>,
     clock: Arc<dyn keel_types::Clock>,
+    /// Requests slower than this are logged.
+    slow_request: Duration,
     pub(crate) has_leader: Gauge,
     pub(crate) leader_changes: Counter,
     pub(crate) proposals_committed: Gauge,
@@ -94,10 +99,11 @@ fn disk_buckets() -> Histogram {
 
 impl Metrics {
     /// Fresh metrics; durations are measured with `clock`.
-    pub(crate) fn new(clock: Arc<dyn keel_types::Clock>) -> Self {
+    pub(crate) fn new(clock: Arc<dyn keel_types::Clock>, slow_request: Duration) -> Self {
         let m = Metrics {
             registry: Mutex::new(Registry::default()),
             clock,
+            slow_request,
             has_leader: Gauge::default(),
             leader_changes: Counter::default(),
             proposals_committed: Gauge::default(),
@@ -269,6 +275,20 @@ impl Metrics {
     /// The injected clock's reading, for durations.
     pub(crate) fn now(&self) -> Duration {
         self.clock.now()
+    }
+
+    /// Log a request that took longer than the slow-request threshold since `start` (a
+    /// [`Metrics::now`] reading).
+    pub(crate) fn log_if_slow(&self, what: &'static str, start: Duration) {
+        let took = self.now().saturating_sub(start);
+        if took > self.slow_request {
+            tracing::warn!(
+                request = what,
+                took_ms = took.as_millis() as u64,
+                threshold_ms = self.slow_request.as_millis() as u64,
+                "request took too long"
+            );
+        }
     }
 
     /// Record one duration since `start` (a [`Metrics::now`] reading) into `histogram`.

@@ -201,11 +201,14 @@ impl Node {
             .consensus
             .check_backlog(crate::limits::APPLY_BACKLOG_ENTRIES_MAX)?;
         let pending = crate::metrics::PendingProposal::new(&self.inner.metrics);
+        let started = self.inner.metrics.now();
+        let kind = request.kind();
         let result = running
             .consensus
             .propose(request, self.inner.request_timeout)
             .await;
         drop(pending);
+        self.inner.metrics.log_if_slow(kind, started);
         match result {
             Ok((Applied::Rejected(r), _)) => Err(r.into()),
             Ok(other) => Ok(other),
@@ -320,6 +323,7 @@ impl Node {
         consistency: ReadConsistency,
     ) -> Result<Response<RangeResponse>, NodeError> {
         let running = self.inner.running()?;
+        let started = self.inner.metrics.now();
         if consistency == ReadConsistency::Linearizable {
             running
                 .consensus
@@ -328,6 +332,7 @@ impl Node {
         }
         let body = running.store.range(request)?;
         self.inner.metrics.mvcc_range.inc();
+        self.inner.metrics.log_if_slow("range", started);
         let term = running.consensus.term();
         Ok(Response {
             header: self.header(body.revision, term),

@@ -46,6 +46,19 @@ pub enum Request {
 }
 
 impl Request {
+    /// The request's name in logs.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Request::Put(_) => "put",
+            Request::DeleteRange(_) => "delete_range",
+            Request::Txn(_) => "txn",
+            Request::Compact { .. } => "compact",
+            Request::Lease(_) => "lease",
+        }
+    }
+}
+
+impl Request {
     /// The versioned encoding.
     ///
     /// # Errors

@@ -50,7 +50,12 @@ impl Consensus {
                 metrics.has_leader.set(i64::from(leader.is_some()));
                 if leader.is_some() && leader != seen {
                     metrics.leader_changes.inc();
+                    let term = rx.borrow_watched().current_term;
+                    tracing::info!(leader = %keel_types::MemberId::new(leader.unwrap_or(0)), term, "leader changed");
                     seen = leader;
+                } else if leader.is_none() && seen.is_some() {
+                    tracing::warn!("no leader");
+                    seen = None;
                 }
                 if rx.changed().await.is_err() {
                     return;

@@ -130,6 +130,7 @@ impl StateMachine {
             EntryPayload::Blank => None,
             EntryPayload::Normal(req) => Some(req),
             EntryPayload::Membership(m) => {
+                tracing::info!(index = entry.log_id.index, membership = %m, "membership applied");
                 state.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                 members = Some(self.derive_members(m)?);
                 None
@@ -170,6 +171,7 @@ impl StateMachine {
         self.metrics
             .observe_since(&self.metrics.backend_commit, commit_started);
         if compact {
+            tracing::info!(revision = %committed.revision, "compaction applied");
             while !self
                 .store
                 .compact_step(COMPACTION_STEP_KEYS_MAX)
@@ -271,6 +273,11 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             },
             snapshot: SnapshotData { chunks },
         };
+        tracing::info!(
+            index = snapshot.meta.last_log_id.map_or(0, |l| l.index),
+            bytes = snapshot.snapshot.chunks.iter().map(Vec::len).sum::<usize>(),
+            "snapshot built"
+        );
         *self.current.lock() = Some(snapshot.clone());
         Ok(snapshot)
     }
@@ -324,6 +331,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 state.last_applied, meta.last_log_id
             )));
         }
+        tracing::info!(
+            index = meta.last_log_id.map_or(0, |l| l.index),
+            bytes = snapshot.chunks.iter().map(Vec::len).sum::<usize>(),
+            "snapshot installed"
+        );
         *self.current.lock() = Some(Snapshot {
             meta: meta.clone(),
             snapshot,

@@ -17,9 +17,10 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, ()> for Builder {
         let engine: Arc<dyn Engine> = Arc::new(MemEngine::new(&crate::builder::column_families()));
         let store = Arc::new(MvccStore::open(Arc::clone(&engine)).map_err(io)?);
         let log = Arc::new(DurableLog::open(Arc::clone(&engine)).map_err(io)?);
-        let metrics = Arc::new(crate::metrics::Metrics::new(Arc::new(
-            keel_types::ManualClock::new(),
-        )));
+        let metrics = Arc::new(crate::metrics::Metrics::new(
+            Arc::new(keel_types::ManualClock::new()),
+            crate::metrics::SLOW_REQUEST,
+        ));
         let lease = Arc::new(
             crate::lease::LeaseState::open(
                 engine.as_ref(),
