@@ -124,6 +124,10 @@ pub struct Flags {
     /// Where logs go: `default` or `stderr` (standard error), `stdout`.
     #[arg(long, env = "KEEL_LOG_OUTPUTS", default_value = "default")]
     pub log_outputs: String,
+    /// Space quota of the replicated state in bytes; over it, the NOSPACE alarm refuses writes
+    /// that grow the state until compaction frees space (0: etcd's default, 2 GiB).
+    #[arg(long, env = "KEEL_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    pub quota_backend_bytes: u64,
     /// Log client requests that take longer than this (a Go-style duration: `100ms`, `1s`).
     #[arg(long, env = "KEEL_WARNING_APPLY_DURATION", default_value = "100ms")]
     pub warning_apply_duration: String,
@@ -222,6 +226,8 @@ pub struct ServerConfig {
     pub force_new_cluster: bool,
     /// Requests slower than this are logged (`--warning-apply-duration`).
     pub slow_request: Duration,
+    /// `--quota-backend-bytes` (0: the default).
+    pub quota_backend_bytes: u64,
     /// `--enable-pprof` was given (warned about, not served).
     pub pprof_requested: bool,
 }
@@ -422,6 +428,7 @@ impl Flags {
             log_output,
             pprof_requested: self.enable_pprof,
             force_new_cluster: self.force_new_cluster,
+            quota_backend_bytes: self.quota_backend_bytes,
             slow_request: go_duration(&self.warning_apply_duration).map_err(|reason| {
                 ConfigError::Invalid {
                     flag: "warning-apply-duration",

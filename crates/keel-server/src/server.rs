@@ -327,6 +327,7 @@ fn builder(config: &ServerConfig, id: MemberId, network: &Arc<GrpcNetwork>) -> N
         .client_urls(urls(config.bootstrap.client_urls()))
         .network(Arc::clone(network) as Arc<dyn keel::Network>)
         .slow_request_threshold(config.slow_request)
+        .quota_backend_bytes(config.quota_backend_bytes)
         .timings(Timings {
             heartbeat_interval: config.heartbeat_interval,
             election_timeout: config.election_timeout,

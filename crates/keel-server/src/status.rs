@@ -25,6 +25,8 @@ pub const DUPLICATE_KEY: &str = "etcdserver: duplicate key given in txn request"
 pub const LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
 /// etcd's message when the server sheds load.
 pub const TOO_MANY_REQUESTS: &str = "etcdserver: too many requests";
+/// etcd's message when the NOSPACE alarm refuses a write.
+pub const NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
 /// etcd's message for an unknown member.
 pub const MEMBER_NOT_FOUND: &str = "etcdserver: member not found";
 /// etcd's message for member URLs that do not parse.
@@ -93,6 +95,7 @@ pub fn from_node_error(error: &NodeError) -> Status {
         NodeError::Lease(e) => from_lease_error(e),
         NodeError::RequestTooLarge { .. } => Status::invalid_argument(REQUEST_TOO_LARGE),
         NodeError::TooManyRequests { .. } => Status::resource_exhausted(TOO_MANY_REQUESTS),
+        NodeError::NoSpace => Status::resource_exhausted(NO_SPACE),
         NodeError::Unreachable { .. } | NodeError::Network { .. } => {
             Status::unavailable(error.to_string())
         }
@@ -259,6 +262,7 @@ mod tests {
             Code::ResourceExhausted,
             TOO_MANY_REQUESTS,
         );
+        check(NodeError::NoSpace, Code::ResourceExhausted, NO_SPACE);
         check(
             rejected(StorageError::TooManyOps { count: 2, max: 1 }),
             Code::InvalidArgument,

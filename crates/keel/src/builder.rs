@@ -100,6 +100,8 @@ pub struct NodeBuilder {
     force_new_cluster: bool,
     /// Client requests slower than this are logged.
     slow_request: Duration,
+    /// The space quota of the replicated state.
+    quota_bytes: u64,
     timings: Timings,
     snapshots: SnapshotPolicy,
     /// Time for the lessor (lease deadlines); the Raft timers use the runtime's time.
@@ -133,6 +135,7 @@ impl NodeBuilder {
             join: None,
             force_new_cluster: false,
             slow_request: crate::metrics::SLOW_REQUEST,
+            quota_bytes: crate::limits::QUOTA_BACKEND_BYTES_DEFAULT,
             timings: Timings::default(),
             snapshots: SnapshotPolicy::default(),
             clock: Arc::new(keel_types::SystemClock::new()),
@@ -240,6 +243,18 @@ impl NodeBuilder {
         self
     }
 
+    /// The space quota of the replicated state (etcd's `--quota-backend-bytes`; default
+    /// [`crate::limits::QUOTA_BACKEND_BYTES_DEFAULT`], 0 also means the default). Over it, the
+    /// NOSPACE alarm refuses writes that grow the state (see [`Node::alarms`]).
+    pub fn quota_backend_bytes(mut self, bytes: u64) -> Self {
+        self.quota_bytes = if bytes == 0 {
+            crate::limits::QUOTA_BACKEND_BYTES_DEFAULT
+        } else {
+            bytes
+        };
+        self
+    }
+
     /// Disaster recovery (etcd's `--force-new-cluster`): start from this member's data
     /// directory as the only member of its cluster, whatever the membership was. The keyspace,
     /// leases, member id and cluster id are kept; the Raft log, the vote and the member records
@@ -297,10 +312,7 @@ impl NodeBuilder {
         let join = self.join.clone().filter(|_| !self.force_new_cluster);
         let members = self.members_at_start(&me, join.is_some())?;
         let network = self.network.clone().unwrap_or_else(|| Arc::new(NoNetwork));
-        let metrics = Arc::new(crate::metrics::Metrics::new(
-            Arc::clone(&self.clock),
-            self.slow_request,
-        ));
+        let metrics = Arc::new(self.metrics());
         let lessor = self.lessor_config_or_default();
         let (engine, kept_cluster_id) = open_engine(self.storage, self.force_new_cluster)?;
         let store = Arc::new(MvccStore::open_with(
@@ -358,9 +370,14 @@ impl NodeBuilder {
             lease,
             watches,
             metrics,
+            self.quota_bytes,
         );
         node.spawn_publish(me.client_urls.clone());
         Ok(node)
+    }
+
+    fn metrics(&self) -> crate::metrics::Metrics {
+        crate::metrics::Metrics::new(Arc::clone(&self.clock), self.slow_request)
     }
 
     /// The members to initialize with: this member alone when forcing a new cluster, none

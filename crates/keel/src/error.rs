@@ -48,6 +48,10 @@ pub enum NodeError {
         /// Committed entries not yet applied.
         backlog_entries: u64,
     },
+    /// The NOSPACE alarm is raised: the replicated state exceeds the space quota and this
+    /// write could grow it (see [`crate::NodeBuilder::quota_backend_bytes`]).
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
     /// The encoded request exceeds [`crate::limits::REQUEST_BYTES_MAX`].
     #[error("etcdserver: request is too large")]
     RequestTooLarge {

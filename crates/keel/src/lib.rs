@@ -64,7 +64,9 @@ pub use keel_types::{Clock, ManualClock, SystemClock};
 pub use lease::{LeaseCheckpoint, LeaseExpired, LeaseRequest};
 pub use metrics::Metrics;
 pub use node::Node;
-pub use node::{snapshot_summary, LeaseGrant, LeaseKeepAlive, SnapshotExport, SnapshotSummary};
+pub use node::{
+    snapshot_summary, Alarm, LeaseGrant, LeaseKeepAlive, SnapshotExport, SnapshotSummary,
+};
 pub use raft::{
     cluster_members, InMemoryNetwork, Network, PeerHandler, PeerMessage, PeerReply, SendFuture,
 };

@@ -20,6 +20,9 @@ pub const ELECTION_TIMEOUT_DEFAULT: Duration = Duration::from_millis(1000);
 /// Pause before retrying a forwarded request after "not leader" or an unreachable leader.
 pub const FORWARD_RETRY_PAUSE: Duration = Duration::from_millis(20);
 
+/// Default space quota of the replicated state (etcd's `--quota-backend-bytes` default, 2 GiB).
+pub const QUOTA_BACKEND_BYTES_DEFAULT: u64 = 2 * 1024 * 1024 * 1024;
+
 /// Bytes per snapshot chunk exported from the store.
 pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 1024 * 1024;
 

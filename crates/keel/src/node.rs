@@ -27,10 +27,12 @@ use std::time::Duration;
 
 mod lease;
 mod maintenance;
+mod quota;
 mod renew_batch;
 mod restore;
 pub use lease::{LeaseGrant, LeaseKeepAlive};
 pub use maintenance::SnapshotExport;
+pub use quota::Alarm;
 pub(crate) use restore::force_reset;
 pub use restore::{snapshot_summary, SnapshotSummary};
 
@@ -95,6 +97,8 @@ struct NodeInner {
     watches: Arc<WatchRegistry>,
     /// The metrics registry (outlives shutdown: a last scrape still renders).
     metrics: Arc<crate::metrics::Metrics>,
+    /// The space quota and the NOSPACE alarm.
+    quota: quota::Quota,
 }
 
 struct Running {
@@ -143,6 +147,7 @@ impl Node {
         lease: Arc<crate::lease::LeaseState>,
         watches: Arc<WatchRegistry>,
         metrics: Arc<crate::metrics::Metrics>,
+        quota_bytes: u64,
     ) -> Self {
         Node {
             inner: Arc::new(NodeInner {
@@ -159,6 +164,7 @@ impl Node {
                 stopping: tokio::sync::Mutex::new(()),
                 watches,
                 metrics,
+                quota: quota::Quota::new(quota_bytes),
             }),
         }
     }
@@ -200,6 +206,9 @@ impl Node {
         running
             .consensus
             .check_backlog(crate::limits::APPLY_BACKLOG_ENTRIES_MAX)?;
+        if request.grows_state() {
+            self.check_quota(&running)?;
+        }
         let pending = crate::metrics::PendingProposal::new(&self.inner.metrics);
         let started = self.inner.metrics.now();
         let kind = request.kind();
@@ -304,10 +313,13 @@ impl Node {
     /// [`NodeError::Rejected`] (already compacted, future revision), as [`Node::put_request`].
     pub async fn compact(&self, revision: Revision) -> Result<Response<()>, NodeError> {
         match self.propose(Request::Compact { revision }).await? {
-            (Applied::Compact { revision }, term) => Ok(Response {
-                header: self.header(revision, term),
-                body: (),
-            }),
+            (Applied::Compact { revision }, term) => {
+                self.reclaim_if_alarmed().await?;
+                Ok(Response {
+                    header: self.header(revision, term),
+                    body: (),
+                })
+            }
             (other, _) => Err(unexpected(&other)),
         }
     }

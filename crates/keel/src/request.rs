@@ -46,6 +46,25 @@ pub enum Request {
 }
 
 impl Request {
+    /// Whether applying it can grow the state (checked against the space quota): a put, a
+    /// txn that may put, a lease grant.
+    pub(crate) fn grows_state(&self) -> bool {
+        fn ops_put(ops: &[keel_storage::mvcc::RequestOp]) -> bool {
+            use keel_storage::mvcc::RequestOp;
+            ops.iter().any(|op| match op {
+                RequestOp::Put(_) => true,
+                RequestOp::Txn(t) => ops_put(&t.success) || ops_put(&t.failure),
+                RequestOp::Range(_) | RequestOp::Delete(_) => false,
+            })
+        }
+        match self {
+            Request::Put(_) => true,
+            Request::Txn(t) => ops_put(&t.success) || ops_put(&t.failure),
+            Request::Lease(LeaseRequest::Grant { .. }) => true,
+            Request::Lease(_) | Request::DeleteRange(_) | Request::Compact { .. } => false,
+        }
+    }
+
     /// The request's name in logs.
     pub(crate) fn kind(&self) -> &'static str {
         match self {

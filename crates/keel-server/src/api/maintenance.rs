@@ -92,16 +92,42 @@ fn spawn_snapshot_stream(
 
 #[tonic::async_trait]
 impl pb::maintenance_server::Maintenance for MaintenanceService {
-    /// Deviation from etcd: keel keeps no alarms yet (there is no space quota), so the list
-    /// is always empty; activating or deactivating NOSPACE is accepted and answered with it.
+    /// This member's alarms (GET), or raise/clear one on this member (ACTIVATE/DEACTIVATE
+    /// for this member's id or 0). Deviation from etcd: alarms are per member, not replicated
+    /// (see keel's `Node::alarms`); CORRUPT is never raised.
     async fn alarm(
         &self,
-        _request: Request<pb::AlarmRequest>,
+        request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
+        use pb::alarm_request::AlarmAction;
         crate::status::refuse_on_learner(&self.node)?;
+        let request = request.into_inner();
+        let me = self.node.id().get();
+        let for_me = request.member_id == 0 || request.member_id == me;
+        let nospace = request.alarm == pb::AlarmType::Nospace as i32;
+        match AlarmAction::try_from(request.action) {
+            Ok(AlarmAction::Get) => {}
+            Ok(AlarmAction::Activate) if for_me && nospace => {
+                self.node.activate_alarm(keel::Alarm::NoSpace);
+            }
+            Ok(AlarmAction::Deactivate) if for_me && nospace => {
+                self.node.disarm_alarm(keel::Alarm::NoSpace);
+            }
+            Ok(AlarmAction::Activate | AlarmAction::Deactivate) => {}
+            Err(_) => return Err(Status::invalid_argument("unknown alarm action")),
+        }
+        let alarms = (self.node.alarms().into_iter())
+            .map(|a| pb::AlarmMember {
+                member_id: me,
+                alarm: match a {
+                    keel::Alarm::NoSpace => pb::AlarmType::Nospace as i32,
+                    _ => pb::AlarmType::None as i32,
+                },
+            })
+            .collect();
         Ok(Response::new(pb::AlarmResponse {
             header: Some(current_header(&self.node).await?),
-            alarms: Vec::new(),
+            alarms,
         }))
     }
 
@@ -127,13 +153,14 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         }))
     }
 
-    /// Deviation from etcd: RocksDB reclaims space with its own background compactions and
-    /// has no offline defragmentation, so there is nothing to do.
+    /// A full compaction of the storage engine (RocksDB's equivalent of etcd's defragment:
+    /// deleted and compacted data stops taking space). Online: requests keep being served.
     async fn defragment(
         &self,
         _request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
         crate::status::refuse_on_learner(&self.node)?;
+        self.node.defragment().await.map_err(to_status)?;
         Ok(Response::new(pb::DefragmentResponse {
             header: Some(current_header(&self.node).await?),
         }))

@@ -233,6 +233,26 @@ impl Engine for MemEngine {
         }))
     }
 
+    fn size_bytes_of(&self, column_families: &[&str]) -> Result<u64> {
+        self.poison.check()?;
+        let indexes = (column_families.iter())
+            .map(|n| self.column_family(n).map(ColumnFamily::index))
+            .collect::<Result<Vec<_>>>()?;
+        let images = self.images.lock();
+        let total: usize = indexes
+            .iter()
+            .filter_map(|i| images.written.get(*i))
+            .flat_map(|m| m.iter())
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        Ok(total as u64)
+    }
+
+    /// Nothing to reclaim in memory.
+    fn compact_all(&self) -> Result<()> {
+        self.poison.check()
+    }
+
     /// Nothing is garbage in memory: the live size is the size.
     fn live_bytes(&self) -> Result<u64> {
         self.size_bytes()

@@ -239,6 +239,20 @@ pub trait Engine: Send + Sync + 'static {
     /// Poisoned store or engine failure.
     fn live_bytes(&self) -> Result<u64>;
 
+    /// As [`Engine::size_bytes`], for the named column families only (a quota on the state
+    /// without the log).
+    ///
+    /// # Errors
+    /// Poisoned store, unknown column family or engine failure.
+    fn size_bytes_of(&self, column_families: &[&str]) -> Result<u64>;
+
+    /// Compact everything now so deleted data stops taking space (etcd's defragment): flushes
+    /// write buffers and rewrites the files. Blocks; can take long on a large store.
+    ///
+    /// # Errors
+    /// Poisoned store or engine failure.
+    fn compact_all(&self) -> Result<()>;
+
     /// `Err(Poisoned)` once any write or fsync has failed.
     ///
     /// # Errors

@@ -167,6 +167,14 @@ impl RocksEngine {
         Ok(out)
     }
 
+    fn handle_by_name(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| crate::StorageError::UnknownColumnFamily {
+                name: name.to_owned(),
+            })
+    }
+
     /// The sum of integer properties over every column family.
     fn sum_property(&self, props: &[&str]) -> Result<u64> {
         self.poison.check()?;
@@ -228,6 +236,34 @@ impl Engine for RocksEngine {
             "rocksdb.total-sst-files-size",
             "rocksdb.cur-size-all-mem-tables",
         ])
+    }
+
+    fn size_bytes_of(&self, column_families: &[&str]) -> Result<u64> {
+        self.poison.check()?;
+        let mut total = 0u64;
+        for name in column_families {
+            let cf = self.handle_by_name(name)?;
+            for prop in [
+                "rocksdb.total-sst-files-size",
+                "rocksdb.cur-size-all-mem-tables",
+            ] {
+                let v = self
+                    .db
+                    .property_int_value_cf(cf, prop)
+                    .map_err(|e| io("size", &e))?;
+                total = total.saturating_add(v.unwrap_or(0));
+            }
+        }
+        Ok(total)
+    }
+
+    fn compact_all(&self) -> Result<()> {
+        self.poison.check()?;
+        for name in &self.names {
+            let cf = self.handle_by_name(name)?;
+            self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
     }
 
     fn live_bytes(&self) -> Result<u64> {
