@@ -506,22 +506,12 @@ fn discovery_bootstraps_a_new_cluster_from_a_token() {
 
 #[test]
 fn periodic_auto_compaction_drops_old_revisions() {
-    let root = tempfile::tempdir().unwrap();
-    let mut m = Member::new("ac", root.path());
-    let initial = initial_cluster(std::slice::from_ref(&m));
-    m.start_with(&[
-        "--initial-cluster",
-        &initial,
+    let c = Cluster::solo(&[
         "--auto-compaction-mode",
         "periodic",
         "--auto-compaction-retention",
         "1s",
     ]);
-    let c = Cluster {
-        root,
-        members: vec![m],
-    };
-    c.wait_writable();
     ok(c.ctl(&["put", "ac", "1"]));
     let v: serde_json::Value =
         serde_json::from_str(&ok(c.ctl(&["get", "ac", "-w", "json"]))).unwrap();

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{fails, free_port, http_get, ok, sample, Cluster, Member, DEADLINE};
+use common::{fails, free_port, http_get, ok, sample, Cluster, DEADLINE};
 use std::time::{Duration, Instant};
 
 /// Poll `GET path` until `accept` holds for (status, body).
@@ -26,23 +26,14 @@ fn get_until(addr: &str, path: &str, accept: impl Fn(u16, &str) -> bool) -> (u16
 
 #[test]
 fn metrics_and_probes_on_the_client_and_metrics_urls() {
-    let root = tempfile::tempdir().unwrap();
-    let mut m = Member::new("solo", root.path());
     let metrics_addr = format!("127.0.0.1:{}", free_port());
-    let initial = format!("solo={}", m.peer_url());
-    m.start_with(&[
-        "--initial-cluster",
-        &initial,
+    let metrics_url = format!("http://{metrics_addr}");
+    let c = Cluster::solo(&[
         "--listen-metrics-urls",
-        &format!("http://{metrics_addr}"),
+        &metrics_url,
         "--warning-apply-duration",
         "1us",
     ]);
-    let c = Cluster {
-        root,
-        members: vec![m],
-    };
-    c.wait_writable();
     for i in 0..5 {
         ok(c.ctl(&["put", &format!("k{i}"), "v"]));
     }

@@ -4,24 +4,11 @@
 
 mod common;
 
-use common::{fails, ok, poll_ctl, Cluster, Member};
+use common::{fails, ok, poll_ctl, Cluster};
 
 #[test]
 fn quota_fill_raises_nospace_and_compaction_clears_it() {
-    let root = tempfile::tempdir().unwrap();
-    let mut m = Member::new("solo", root.path());
-    let initial = format!("solo={}", m.peer_url());
-    m.start_with(&[
-        "--initial-cluster",
-        &initial,
-        "--quota-backend-bytes",
-        "262144",
-    ]);
-    let c = Cluster {
-        root,
-        members: vec![m],
-    };
-    c.wait_writable();
+    let c = Cluster::solo(&["--quota-backend-bytes", "262144"]);
 
     // 16 KiB values: the 256 KiB quota is crossed well before 64 of them.
     let value = "x".repeat(16 * 1024);

@@ -179,6 +179,22 @@ impl Cluster {
         cluster
     }
 
+    /// One member forming its own cluster, started with `extra` flags, once it serves writes.
+    pub fn solo(extra: &[&str]) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let mut m = Member::new("solo", root.path());
+        let initial = format!("solo={}", m.peer_url());
+        let mut flags = vec!["--initial-cluster", initial.as_str()];
+        flags.extend_from_slice(extra);
+        m.start_with(&flags);
+        let cluster = Cluster {
+            root,
+            members: vec![m],
+        };
+        cluster.wait_writable();
+        cluster
+    }
+
     pub fn endpoints(&self) -> String {
         self.members
             .iter()

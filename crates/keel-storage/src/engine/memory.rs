@@ -259,15 +259,8 @@ impl Engine for MemEngine {
     }
 
     fn size_bytes(&self) -> Result<u64> {
-        self.poison.check()?;
-        let images = self.images.lock();
-        let total: usize = images
-            .written
-            .iter()
-            .flat_map(|m| m.iter())
-            .map(|(k, v)| k.len() + v.len())
-            .sum();
-        Ok(total as u64)
+        let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
+        self.size_bytes_of(&names)
     }
 
     fn check_healthy(&self) -> Result<()> {
