@@ -29,7 +29,8 @@ pub struct Flags {
     #[command(subcommand)]
     pub command: Option<Command>,
     /// Read the configuration from this YAML file (etcd's format; `.toml` files are read as
-    /// TOML). When given, it is the whole configuration, as in etcd.
+    /// TOML). When given, its keys replace the command line's other flags, as in etcd;
+    /// `KEEL_*` variables still fill the keys the file leaves out.
     #[arg(long, env = "KEEL_CONFIG_FILE")]
     pub config_file: Option<PathBuf>,
     /// Human-readable name for this member.
@@ -286,7 +287,7 @@ impl Flags {
         if !matches!(self.logger.as_str(), "zap" | "capnslog") {
             return Err(ConfigError::Invalid {
                 flag: "logger",
-                reason: format!("{:?}: expected zap", self.logger),
+                reason: format!("{:?}: expected zap or capnslog", self.logger),
             });
         }
         let log_json = match self.log_format.as_str() {

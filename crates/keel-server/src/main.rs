@@ -8,7 +8,7 @@ use std::process::ExitCode;
 const EXIT_BAD_FLAGS: u8 = 2;
 
 fn init_logging(config: &ServerConfig) {
-    // Validated level names; keel's own crates at that level, dependencies one level quieter.
+    // A validated level name, applied to every crate (keel's and its dependencies').
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);

@@ -328,6 +328,12 @@ fn builder(config: &ServerConfig, id: MemberId, network: &Arc<GrpcNetwork>) -> N
         .network(Arc::clone(network) as Arc<dyn keel::Network>)
         .slow_request_threshold(config.slow_request)
         .quota_backend_bytes(config.quota_backend_bytes)
+        .mvcc_limits(keel_storage::MvccLimits {
+            key_bytes_max: config.max_request_bytes,
+            value_bytes_max: config.max_request_bytes,
+            request_bytes_max: config.max_request_bytes,
+            txn_ops_max: config.max_txn_ops,
+        })
         .timings(Timings {
             heartbeat_interval: config.heartbeat_interval,
             election_timeout: config.election_timeout,

@@ -102,6 +102,8 @@ pub struct NodeBuilder {
     slow_request: Duration,
     /// The space quota of the replicated state.
     quota_bytes: u64,
+    /// The store's request limits.
+    mvcc_limits: MvccLimits,
     timings: Timings,
     snapshots: SnapshotPolicy,
     /// Time for the lessor (lease deadlines); the Raft timers use the runtime's time.
@@ -136,6 +138,7 @@ impl NodeBuilder {
             force_new_cluster: false,
             slow_request: crate::metrics::SLOW_REQUEST,
             quota_bytes: crate::limits::QUOTA_BACKEND_BYTES_DEFAULT,
+            mvcc_limits: MvccLimits::default(),
             timings: Timings::default(),
             snapshots: SnapshotPolicy::default(),
             clock: Arc::new(keel_types::SystemClock::new()),
@@ -243,6 +246,14 @@ impl NodeBuilder {
         self
     }
 
+    /// The request limits (key, value and request size, txn operations: etcd's
+    /// `--max-request-bytes` and `--max-txn-ops`; default [`MvccLimits::default`]). Give
+    /// every member the same limits: they decide what applies.
+    pub fn mvcc_limits(mut self, limits: MvccLimits) -> Self {
+        self.mvcc_limits = limits;
+        self
+    }
+
     /// The space quota of the replicated state (etcd's `--quota-backend-bytes`; default
     /// [`crate::limits::QUOTA_BACKEND_BYTES_DEFAULT`], 0 also means the default). Over it, the
     /// NOSPACE alarm refuses writes that grow the state (see [`Node::alarms`]).
@@ -317,7 +328,7 @@ impl NodeBuilder {
         let (engine, kept_cluster_id) = open_engine(self.storage, self.force_new_cluster)?;
         let store = Arc::new(MvccStore::open_with(
             Arc::clone(&engine),
-            MvccLimits::default(),
+            self.mvcc_limits,
             Durability::Buffered,
         )?);
         let log = Arc::new(DurableLog::open(Arc::clone(&engine))?);

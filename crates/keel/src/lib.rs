@@ -23,8 +23,9 @@
 //!
 //! Membership calls may be made on any member: followers forward them to the leader.
 //!
-//! What it is not (yet): back-pressure is not wired in this phase; there is no gRPC here
-//! (that is keel-server).
+//! Back-pressure: a write is refused with [`NodeError::TooManyRequests`] while more than
+//! [`limits::APPLY_BACKLOG_ENTRIES_MAX`] committed entries wait to be applied. There is no
+//! gRPC here (that is keel-server).
 //!
 //! Limits: see [`limits`] (etcd's 1.5 MiB request limit, request deadline defaults).
 //!

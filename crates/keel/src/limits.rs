@@ -4,7 +4,10 @@ use std::time::Duration;
 
 /// Largest encoded replicated request (etcd: `--max-request-bytes`, 1.5 MiB), plus a small
 /// allowance for the request envelope.
-pub const REQUEST_BYTES_MAX: usize = 1536 * 1024 + 4096;
+pub const REQUEST_BYTES_MAX: usize = 1536 * 1024 + REQUEST_ENVELOPE_BYTES;
+
+/// Room for the replicated request's own encoding on top of the store's request limit.
+pub const REQUEST_ENVELOPE_BYTES: usize = 4096;
 
 /// Default deadline of one client call (etcd's client default request timeout is 5 s plus
 /// the election timeout; keel uses one number).

@@ -201,8 +201,10 @@ impl Node {
     }
 
     async fn propose(&self, request: Request) -> Result<(Applied, u64), NodeError> {
-        request.check_size()?;
         let running = self.inner.running()?;
+        let max_bytes = (running.store.limits().request_bytes_max)
+            .saturating_add(crate::limits::REQUEST_ENVELOPE_BYTES);
+        request.check_size(max_bytes)?;
         running
             .consensus
             .check_backlog(crate::limits::APPLY_BACKLOG_ENTRIES_MAX)?;
@@ -476,6 +478,7 @@ impl Node {
             snapshot_index: raft.snapshot_index,
             purged_index: raft.purged_index,
             db_size_bytes: running.store.engine().size_bytes()?,
+            db_in_use_bytes: running.store.engine().live_bytes()?,
             is_learner: raft.is_learner,
             lease_primary: running.lease.with_lessor(|lessor| lessor.is_primary()),
         })

@@ -3,7 +3,6 @@
 use crate::codec;
 use crate::error::NodeError;
 use crate::lease::{LeaseApplied, LeaseRejection, LeaseRequest};
-use crate::limits::REQUEST_BYTES_MAX;
 use keel_storage::mvcc::{
     DeleteRequest, DeleteResponse, PutRequest, PutResponse, TxnRequest, TxnResponse,
 };
@@ -100,16 +99,16 @@ impl Request {
     }
 
     /// Refuse a request whose encoding exceeds [`REQUEST_BYTES_MAX`].
-    pub(crate) fn check_size(&self) -> Result<(), NodeError> {
+    pub(crate) fn check_size(&self, max_bytes: usize) -> Result<(), NodeError> {
         let len_bytes =
             postcard::experimental::serialized_size(self).map_err(|e| NodeError::Codec {
                 what: "request",
                 detail: e.to_string(),
             })? + 1;
-        if len_bytes > REQUEST_BYTES_MAX {
+        if len_bytes > max_bytes {
             return Err(NodeError::RequestTooLarge {
                 len_bytes,
-                max_bytes: REQUEST_BYTES_MAX,
+                max_bytes,
             });
         }
         Ok(())
@@ -304,6 +303,7 @@ impl From<Rejection> for NodeError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::REQUEST_BYTES_MAX;
     use bytes::Bytes;
     use keel_storage::mvcc::{Compare, CompareOp, CompareTarget, RangeRequest, RequestOp};
     use keel_types::{KeyRange, LeaseId};
@@ -500,10 +500,10 @@ mod tests {
     fn oversized_request_is_refused_before_proposal() {
         let big = Request::Put(PutRequest::new(&b"k"[..], vec![0u8; REQUEST_BYTES_MAX]));
         assert!(matches!(
-            big.check_size(),
+            big.check_size(REQUEST_BYTES_MAX),
             Err(NodeError::RequestTooLarge { .. })
         ));
         let small = Request::Put(PutRequest::new(&b"k"[..], &b"v"[..]));
-        assert!(small.check_size().is_ok());
+        assert!(small.check_size(REQUEST_BYTES_MAX).is_ok());
     }
 }

@@ -54,6 +54,8 @@ pub struct Status {
     pub purged_index: Option<u64>,
     /// Bytes used by the storage engine.
     pub db_size_bytes: u64,
+    /// Bytes of live data: what the engine would shrink to after a full compaction.
+    pub db_in_use_bytes: u64,
     /// True when this member is a learner (non-voting).
     pub is_learner: bool,
     /// True while this member's lessor is primary: it leads, has applied its term's first

@@ -256,3 +256,32 @@ async fn metrics_count_what_the_node_did() {
         3.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_txn_ops_limit_is_the_one_applied() {
+    let puts = |n: usize| TxnRequest {
+        compare: vec![],
+        success: (0..n)
+            .map(|i| RequestOp::Put(PutRequest::new(format!("t/{i}"), "v")))
+            .collect(),
+        failure: vec![],
+    };
+    let default = NodeBuilder::new(MemberId::new(1)).start().await.unwrap();
+    assert!(
+        default.txn(puts(150)).await.is_err(),
+        "etcd's 128 by default"
+    );
+    default.shutdown().await;
+    let raised = NodeBuilder::new(MemberId::new(1))
+        .mvcc_limits(keel_storage::MvccLimits {
+            txn_ops_max: 200,
+            ..keel_storage::MvccLimits::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    let r = raised.txn(puts(150)).await.unwrap();
+    assert!(r.body.succeeded);
+    assert!(raised.txn(puts(201)).await.is_err());
+    raised.shutdown().await;
+}

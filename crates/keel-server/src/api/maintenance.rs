@@ -132,7 +132,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
     }
 
     /// `raftIndex` is the committed index and `raftAppliedIndex` the applied one, as in
-    /// etcd; `dbSizeInUse` equals `dbSize` (RocksDB has no free pages to subtract).
+    /// etcd; `dbSizeInUse` is RocksDB's live-data estimate.
     async fn status(
         &self,
         _request: Request<pb::StatusRequest>,
@@ -148,7 +148,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             raft_term: s.header.raft_term,
             raft_applied_index: s.applied_index,
             errors: Vec::new(),
-            db_size_in_use: db_size,
+            db_size_in_use: convert::signed(s.db_in_use_bytes),
             is_learner: s.is_learner,
         }))
     }

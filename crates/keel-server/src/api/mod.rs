@@ -4,8 +4,8 @@
 //! encode the answer, and turn errors into etcd's statuses ([`crate::status`]). The Auth
 //! service is not served: its calls get gRPC's `Unimplemented`.
 //!
-//! What differs from etcd is marked `Deviation from etcd` where it happens; in short: requests
-//! are served on learners too, Defragment compacts RocksDB online, alarms are per member, Snapshot streams
+//! What differs from etcd is marked `Deviation from etcd` where it happens; in short:
+//! Defragment compacts RocksDB online, alarms are per member, Snapshot streams
 //! keel's snapshot format (not a bolt database), and Downgrade is not supported.
 
 mod cluster;

@@ -182,7 +182,8 @@ impl MvccStore {
         self.cfs
     }
 
-    pub(crate) fn limits(&self) -> &MvccLimits {
+    /// The limits the store was opened with.
+    pub fn limits(&self) -> &MvccLimits {
         &self.limits
     }
 
@@ -303,8 +304,10 @@ impl MvccStore {
     }
 
     /// Remove up to `keys_max` superseded versions of the scheduled compaction; returns true
-    /// when compaction has caught up. Holds the writer only for one batch, so writes
-    /// interleave with a long compaction. Restart-safe: progress is persisted per batch.
+    /// when compaction has caught up. Holds the writer only for one batch, so a caller that
+    /// steps in the background lets writes interleave with a long compaction (keel's node
+    /// steps to completion inside the apply of the compaction entry). Restart-safe: progress
+    /// is persisted per batch.
     ///
     /// # Errors
     /// Storage failure.
