@@ -7,6 +7,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::tls::TlsFiles;
+
 /// The tools the binary carries besides the server.
 #[derive(Clone, Debug, clap::Subcommand)]
 pub enum Command {
@@ -53,6 +55,31 @@ pub struct Flags {
         default_value = "http://localhost:2379"
     )]
     pub advertise_client_urls: String,
+    /// Certificate (PEM) of the client listeners; client URLs are then https://.
+    #[arg(long, env = "KEEL_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// Private key (PEM) of `--cert-file`.
+    #[arg(long, env = "KEEL_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// CA (PEM) that signs client certificates.
+    #[arg(long, env = "KEEL_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Require every client to present a certificate signed by `--trusted-ca-file`.
+    #[arg(long, env = "KEEL_CLIENT_CERT_AUTH", default_value_t = false)]
+    pub client_cert_auth: bool,
+    /// Certificate (PEM) of the peer listeners, also this member's identity when it dials
+    /// other members; peer URLs are then https://.
+    #[arg(long, env = "KEEL_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of `--peer-cert-file`.
+    #[arg(long, env = "KEEL_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+    /// CA (PEM) that signs the members' peer certificates.
+    #[arg(long, env = "KEEL_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Require members dialing in to present a certificate signed by the peer CA.
+    #[arg(long, env = "KEEL_PEER_CLIENT_CERT_AUTH", default_value_t = false)]
+    pub peer_client_cert_auth: bool,
     /// More URLs to serve `/metrics` and the health endpoints on (comma-separated; they are
     /// always served on the client URLs too).
     #[arg(long, env = "KEEL_LISTEN_METRICS_URLS", default_value = "")]
@@ -178,6 +205,14 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
+    /// A TLS flag is invalid (missing pair, unreadable or non-PEM file).
+    #[error("invalid --{flag}: {reason}")]
+    Tls {
+        /// The flag.
+        flag: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// Where to discover the initial cluster.
@@ -207,6 +242,10 @@ pub struct ServerConfig {
     pub peer_addrs: Vec<SocketAddr>,
     /// More addresses to serve the HTTP endpoints (metrics, health) on.
     pub metrics_addrs: Vec<SocketAddr>,
+    /// TLS of the client listeners (`https://` client URLs).
+    pub client_tls: Option<crate::tls::TlsFiles>,
+    /// TLS of the peer listeners and of the connections to other members.
+    pub peer_tls: Option<crate::tls::TlsFiles>,
     /// Raft heartbeat interval.
     pub heartbeat_interval: Duration,
     /// Raft election timeout.
@@ -237,7 +276,11 @@ pub struct ServerConfig {
 ///
 /// # Errors
 /// [`ConfigError::Listen`] for another scheme, a path, no port, or a host that does not resolve.
-pub fn listen_addrs(flag: &'static str, value: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+pub fn listen_addrs(
+    flag: &'static str,
+    value: &str,
+    tls: bool,
+) -> Result<Vec<SocketAddr>, ConfigError> {
     let err = |reason: String| ConfigError::Listen {
         flag,
         value: value.to_owned(),
@@ -245,10 +288,18 @@ pub fn listen_addrs(flag: &'static str, value: &str) -> Result<Vec<SocketAddr>, 
     };
     let mut addrs = Vec::new();
     for url in value.split(',').map(str::trim).filter(|u| !u.is_empty()) {
-        let Some(rest) = url.strip_prefix("http://") else {
-            return Err(err(format!(
-                "{url}: only http:// URLs are supported (TLS is not available yet)"
-            )));
+        let (scheme, other) = if tls {
+            ("https://", "http://")
+        } else {
+            ("http://", "https://")
+        };
+        let Some(rest) = url.strip_prefix(scheme) else {
+            let reason = match (url.starts_with(other), tls) {
+                (true, false) => "https:// needs a certificate and key (--cert-file/--key-file, or --peer-* for peer URLs)",
+                (true, true) => "with a certificate configured, every URL of this side is https://",
+                (false, _) => "only http:// and https:// URLs are supported",
+            };
+            return Err(err(format!("{url}: {reason}")));
         };
         let host_port = rest.trim_end_matches('/');
         if host_port.contains('/') {
@@ -307,6 +358,50 @@ impl Flags {
             });
         }
         Ok((log_json, log_output))
+    }
+
+    /// The bootstrap flags (`--initial-cluster` defaults to this member at its peer URLs).
+    fn bootstrap_flags(&self) -> Result<BootstrapFlags, ConfigError> {
+        let initial_cluster = match &self.initial_cluster {
+            Some(c) => c.clone(),
+            None => MemberUrl::parse_list(&self.initial_advertise_peer_urls)?
+                .iter()
+                .map(|u| format!("{}={u}", self.name))
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        Ok(BootstrapFlags {
+            name: self.name.clone(),
+            initial_cluster,
+            initial_cluster_token: self.initial_cluster_token.clone(),
+            initial_cluster_state: self.initial_cluster_state.clone(),
+            initial_advertise_peer_urls: self.initial_advertise_peer_urls.clone(),
+            advertise_client_urls: self.advertise_client_urls.clone(),
+        })
+    }
+
+    /// The client and peer TLS files, read and checked.
+    fn tls(&self) -> Result<(Option<TlsFiles>, Option<TlsFiles>), ConfigError> {
+        let side = |flags: crate::tls::TlsFlags<'_>| {
+            flags
+                .load()
+                .map_err(|(flag, reason)| ConfigError::Tls { flag, reason })
+        };
+        let client = side(crate::tls::TlsFlags {
+            cert_file: self.cert_file.as_deref(),
+            key_file: self.key_file.as_deref(),
+            trusted_ca_file: self.trusted_ca_file.as_deref(),
+            client_cert_auth: self.client_cert_auth,
+            prefix: "",
+        })?;
+        let peer = side(crate::tls::TlsFlags {
+            cert_file: self.peer_cert_file.as_deref(),
+            key_file: self.peer_key_file.as_deref(),
+            trusted_ca_file: self.peer_trusted_ca_file.as_deref(),
+            client_cert_auth: self.peer_client_cert_auth,
+            prefix: "peer-",
+        })?;
+        Ok((client, peer))
     }
 
     /// The numeric limits and timings.
@@ -378,25 +473,11 @@ impl Flags {
     /// [`ConfigError`] naming the flag and what is wrong.
     pub fn validate(&self) -> Result<ServerConfig, ConfigError> {
         let discovery = self.discovery()?;
-        let initial_cluster = match &self.initial_cluster {
-            Some(c) => c.clone(),
-            None => MemberUrl::parse_list(&self.initial_advertise_peer_urls)?
-                .iter()
-                .map(|u| format!("{}={u}", self.name))
-                .collect::<Vec<_>>()
-                .join(","),
-        };
-        let bootstrap_flags = BootstrapFlags {
-            name: self.name.clone(),
-            initial_cluster,
-            initial_cluster_token: self.initial_cluster_token.clone(),
-            initial_cluster_state: self.initial_cluster_state.clone(),
-            initial_advertise_peer_urls: self.initial_advertise_peer_urls.clone(),
-            advertise_client_urls: self.advertise_client_urls.clone(),
-        };
+        let bootstrap_flags = self.bootstrap_flags()?;
         let bootstrap = BootstrapConfig::from_flags(&bootstrap_flags)?;
         self.check_limits()?;
         let (log_json, log_output) = self.logging()?;
+        let (client_tls, peer_tls) = self.tls()?;
         let data_dir = self
             .data_dir
             .clone()
@@ -406,11 +487,21 @@ impl Flags {
             bootstrap_flags,
             discovery,
             data_dir,
-            client_addrs: listen_addrs("--listen-client-urls", &self.listen_client_urls)?,
-            peer_addrs: listen_addrs("--listen-peer-urls", &self.listen_peer_urls)?,
+            client_addrs: listen_addrs(
+                "--listen-client-urls",
+                &self.listen_client_urls,
+                client_tls.is_some(),
+            )?,
+            peer_addrs: listen_addrs(
+                "--listen-peer-urls",
+                &self.listen_peer_urls,
+                peer_tls.is_some(),
+            )?,
+            client_tls,
+            peer_tls,
             metrics_addrs: match self.listen_metrics_urls.trim() {
                 "" => Vec::new(),
-                urls => listen_addrs("--listen-metrics-urls", urls)?,
+                urls => listen_addrs("--listen-metrics-urls", urls, false)?,
             },
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),

@@ -57,3 +57,4 @@ pub mod peer;
 pub mod server;
 pub mod snapshot_cli;
 pub mod snapshot_file;
+pub mod tls;

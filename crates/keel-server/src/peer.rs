@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio_stream::StreamExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
 /// Largest frame on the wire; bigger messages are streamed in frames of this size.
@@ -122,6 +122,8 @@ pub struct GrpcNetwork {
     /// The links by member id. Guards only the map; never held across an await.
     links: RwLock<BTreeMap<MemberId, Link>>,
     traffic: PeerTraffic,
+    /// TLS for `https://` peer URLs.
+    tls: Option<ClientTlsConfig>,
 }
 
 impl std::fmt::Debug for GrpcNetwork {
@@ -136,10 +138,21 @@ impl std::fmt::Debug for GrpcNetwork {
     }
 }
 
-fn endpoint(url: &str) -> Result<Endpoint, NodeError> {
-    let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| NodeError::Config {
+fn endpoint(url: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, NodeError> {
+    let invalid = |e: &dyn std::fmt::Display| NodeError::Config {
         detail: format!("invalid peer URL {url:?}: {e}"),
-    })?;
+    };
+    let mut endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| invalid(&e))?;
+    if url.starts_with("https://") {
+        let Some(tls) = tls else {
+            return Err(NodeError::Config {
+                detail: format!(
+                    "peer URL {url:?} is https:// but no peer certificate is configured"
+                ),
+            });
+        };
+        endpoint = endpoint.tls_config(tls.clone()).map_err(|e| invalid(&e))?;
+    }
     Ok(endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
@@ -148,8 +161,8 @@ fn endpoint(url: &str) -> Result<Endpoint, NodeError> {
         .keep_alive_timeout(Duration::from_secs(5)))
 }
 
-fn client(url: &str) -> Result<PeerClient<Channel>, NodeError> {
-    let channel = endpoint(url)?.connect_lazy();
+fn client(url: &str, tls: Option<&ClientTlsConfig>) -> Result<PeerClient<Channel>, NodeError> {
+    let channel = endpoint(url, tls)?.connect_lazy();
     Ok(PeerClient::new(channel)
         .max_decoding_message_size(STREAM_FRAME_BYTES_MAX * 2)
         .max_encoding_message_size(STREAM_FRAME_BYTES_MAX * 2))
@@ -167,7 +180,15 @@ impl GrpcNetwork {
             me,
             links: RwLock::new(BTreeMap::new()),
             traffic,
+            tls: None,
         }
+    }
+
+    /// Dial `https://` peer URLs with `tls` (this member's certificate and the peer CA).
+    #[must_use]
+    pub fn with_client_tls(mut self, tls: Option<ClientTlsConfig>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Reach member `id` at `url` (replacing its previous address).
@@ -197,7 +218,7 @@ impl GrpcNetwork {
         let link = Link {
             url: url.to_owned(),
             contact,
-            client: client(url)?,
+            client: client(url, self.tls.as_ref())?,
         };
         links.insert(id, link);
         Ok(())

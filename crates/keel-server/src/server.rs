@@ -48,6 +48,23 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// This member's network: its traffic counters, TLS to `https://` peers.
+fn peer_network(config: &ServerConfig, id: MemberId, traffic: &PeerTraffic) -> GrpcNetwork {
+    GrpcNetwork::with_traffic(id, traffic.clone())
+        .with_client_tls(config.peer_tls.as_ref().map(crate::tls::TlsFiles::client))
+}
+
+/// A server builder, with TLS when `tls` is given.
+fn server_builder(
+    tls: Option<&crate::tls::TlsFiles>,
+) -> Result<tonic::transport::Server, ServerError> {
+    let builder = tonic::transport::Server::builder();
+    Ok(match tls {
+        Some(t) => builder.tls_config(t.server())?,
+        None => builder,
+    })
+}
+
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerError {
     let what = what.into();
     move |source| ServerError::Io { what, source }
@@ -119,7 +136,17 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
     // Peers can reach this member (and are told "starting") before the node runs.
     let slot = HandlerSlot::default();
     let traffic = PeerTraffic::default();
-    serve_peers(peer_listeners, &slot, &traffic, &stopped, &mut tasks);
+    // TLS material is checked before anything is served.
+    let peer_server = server_builder(config.peer_tls.as_ref())?;
+    let client_server = server_builder(config.client_tls.as_ref())?;
+    serve_peers(
+        peer_server,
+        peer_listeners,
+        &slot,
+        &traffic,
+        &stopped,
+        &mut tasks,
+    );
 
     let (node, network) = match start_node(config, &traffic).await {
         Ok(started) => started,
@@ -144,6 +171,7 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
         &node,
         client_listeners,
         metrics_listeners,
+        client_server,
         &stopped,
         &mut tasks,
     );
@@ -173,6 +201,7 @@ fn serve_clients(
     node: &Node,
     client_listeners: Vec<TcpListener>,
     metrics_listeners: Vec<TcpListener>,
+    client_server: tonic::transport::Server,
     stopped: &tokio::sync::watch::Receiver<bool>,
     tasks: &mut Vec<ServeTask>,
 ) {
@@ -188,18 +217,19 @@ fn serve_clients(
         Arc::clone(&shared),
     );
     let metrics_routes = crate::http::router(Arc::clone(&shared));
+    let plain_server = tonic::transport::Server::builder();
     let serve = client_listeners
         .into_iter()
-        .map(|l| (l, client_routes.clone()))
+        .map(|l| (l, client_routes.clone(), client_server.clone()))
         .chain(
             metrics_listeners
                 .into_iter()
-                .map(|l| (l, metrics_routes.clone())),
+                .map(|l| (l, metrics_routes.clone(), plain_server.clone())),
         );
-    for (l, routes) in serve {
+    for (l, routes, server) in serve {
         let mut stopped = stopped.clone();
         tasks.push(tokio::spawn(async move {
-            tonic::transport::Server::builder()
+            server
                 .accept_http1(true)
                 .add_routes(tonic::service::Routes::from(routes))
                 .serve_with_incoming_shutdown(incoming(l), async move {
@@ -212,6 +242,7 @@ fn serve_clients(
 
 /// Serve the peer protocol on `listeners` with the node's handler once `slot` holds it.
 fn serve_peers(
+    server: tonic::transport::Server,
     listeners: Vec<TcpListener>,
     slot: &HandlerSlot,
     traffic: &PeerTraffic,
@@ -224,8 +255,9 @@ fn serve_peers(
     for l in listeners {
         let mut stopped = stopped.clone();
         let service = peer_service.clone();
+        let mut server = server.clone();
         tasks.push(tokio::spawn(async move {
-            tonic::transport::Server::builder()
+            server
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming(l), async move {
                     let _ = stopped.wait_for(|s| *s).await;
@@ -351,7 +383,7 @@ async fn start_node(
         .map_err(io(format!("create {}", config.data_dir.display())))?;
     if let Some(id) = recorded_id(&config.data_dir)? {
         tracing::info!(member_id = %id, "restarting from the data directory (bootstrap flags ignored)");
-        let network = Arc::new(GrpcNetwork::with_traffic(id, traffic.clone()));
+        let network = Arc::new(peer_network(config, id, traffic));
         if config.force_new_cluster {
             tracing::warn!(member_id = %id, "--force-new-cluster: membership rewritten to this member alone");
         }
@@ -412,7 +444,7 @@ async fn bootstrap_new(
 ) -> Result<(Node, Arc<GrpcNetwork>), ServerError> {
     let cluster = config.bootstrap.new_cluster()?;
     let id = config.bootstrap.local_member_id()?;
-    let network = Arc::new(GrpcNetwork::with_traffic(id, traffic.clone()));
+    let network = Arc::new(peer_network(config, id, traffic));
     let mut initial = Vec::new();
     for m in cluster.members() {
         let urls: Vec<String> = m
@@ -444,7 +476,8 @@ async fn join_existing(
     traffic: &PeerTraffic,
 ) -> Result<(Node, Arc<GrpcNetwork>), ServerError> {
     let me = config.bootstrap.name();
-    let contacts = GrpcNetwork::new(MemberId::new(u64::MAX));
+    let contacts = GrpcNetwork::new(MemberId::new(u64::MAX))
+        .with_client_tls(config.peer_tls.as_ref().map(crate::tls::TlsFiles::client));
     let mut contact_ids = Vec::new();
     for (i, (name, urls)) in config.bootstrap.initial_cluster().members().enumerate() {
         if name == me {
@@ -462,7 +495,7 @@ async fn join_existing(
     let plan = keel_membership::verify_join(&config.bootstrap, cluster_id, &records, None)?;
     let id = plan.member_id;
     tracing::info!(member_id = %id, cluster_id = %cluster_id, "joining an existing cluster");
-    let network = Arc::new(GrpcNetwork::with_traffic(id, traffic.clone()));
+    let network = Arc::new(peer_network(config, id, traffic));
     network.set_peers(&members)?;
     let peers: Vec<MemberId> = members.iter().map(|m| m.id).filter(|m| *m != id).collect();
     let node = builder(config, id, &network)

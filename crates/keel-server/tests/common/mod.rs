@@ -42,6 +42,9 @@ pub struct Member {
     pub peer_port: u16,
     pub dir: PathBuf,
     pub child: Option<Child>,
+    /// `http` or `https` (client and peer URLs).
+    pub client_scheme: &'static str,
+    pub peer_scheme: &'static str,
 }
 
 impl Member {
@@ -52,15 +55,17 @@ impl Member {
             peer_port: free_port(),
             dir: root.join(name),
             child: None,
+            client_scheme: "http",
+            peer_scheme: "http",
         }
     }
 
     pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.client_scheme, self.client_port)
     }
 
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("{}://127.0.0.1:{}", self.peer_scheme, self.peer_port)
     }
 
     pub fn endpoint(&self) -> String {
