@@ -1,0 +1,21 @@
+//! keel's reliability battery (issue 7), first part: client histories and a linearizability
+//! checker for KV operations against an etcd-like model.
+//!
+//! A history records every operation a client invoked, with its invocation time and, when
+//! the client got an answer, its completion time and result. An operation that timed out is
+//! "maybe applied": it has no completion ([`Op::ret`] is `None`), may have taken effect at any
+//! point after its invocation or never, and constrains nothing by its result.
+//!
+//! [`check`] decides whether the history is linearizable: whether every operation can be
+//! given a single point between its invocation and its completion such that, in that order,
+//! each operation's result is what the model ([`KvModel`]) gives. It partitions the history
+//! by key (operations on different keys are independent in this model) and searches each
+//! part with Wing and Gong's algorithm, as refined by Lowe, with a cache of visited
+//! (linearized set, state) pairs — the approach of the porcupine checker.
+//!
+//! Not yet here: the deterministic whole-cluster simulation on openraft's simulated runtime,
+//! the watch, lease and agreement checkers (see the issue tracker).
+
+mod linearizability;
+
+pub use linearizability::{check, Input, KvModel, Op, Output, Verdict};
