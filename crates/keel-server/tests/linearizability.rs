@@ -1,0 +1,177 @@
+//! The process tier of the reliability battery: three `keel` processes on 127.0.0.1 under
+//! concurrent clients (the Rust `etcd-client` crate) doing puts, linearizable gets, deletes
+//! and compare-and-swap txns on a few keys, while the leader is killed with SIGKILL and
+//! restarted. Every invocation and completion is recorded (a request without an answer is
+//! "maybe applied") and the history is checked by `keel_sim::check`.
+//!
+//! Not bit-exact: real processes, real time and real scheduling; the client choices are
+//! seeded per client, the timing is not.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "real processes: wall-clock timestamps and pauses between phases"
+)]
+
+mod common;
+
+use common::{initial_cluster, Cluster};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, Txn, TxnOp};
+use keel_sim::{check, Input, Op, Output, Verdict};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const KEYS: [&str; 3] = ["lin/a", "lin/b", "lin/c"];
+const CLIENTS: u32 = 4;
+/// Longest one request may take before it counts as unanswered.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+
+/// A small seeded generator (xorshift64*): the clients' choices replay per seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+/// Issue `input` on `key`; the answer, or `None` when there was none in time (or an error:
+/// a failed write may still have been applied).
+async fn invoke(client: &mut Client, key: &str, input: &Input) -> Option<Output> {
+    let call = async {
+        match input {
+            Input::Put(v) => client.put(key, v.clone(), None).await.map(|_| Output::Done),
+            Input::Delete => client.delete(key, None).await.map(|_| Output::Done),
+            Input::Get => client
+                .get(key, None)
+                .await
+                .map(|r| Output::Value(r.kvs().first().map(|kv| kv.value().to_vec()))),
+            Input::CompareAndSwap { expect, new } => {
+                let compare = match expect {
+                    Some(v) => Compare::value(key, CompareOp::Equal, v.clone()),
+                    None => Compare::version(key, CompareOp::Equal, 0),
+                };
+                let txn = Txn::new()
+                    .when([compare])
+                    .and_then([TxnOp::put(key, new.clone(), None)]);
+                client
+                    .txn(txn)
+                    .await
+                    .map(|r| Output::Swapped(r.succeeded()))
+            }
+        }
+    };
+    match tokio::time::timeout(REQUEST_DEADLINE, call).await {
+        Ok(Ok(output)) => Some(output),
+        Ok(Err(_)) | Err(_) => None,
+    }
+}
+
+async fn run_client(
+    id: u32,
+    endpoints: Vec<String>,
+    start: Instant,
+    stop: Arc<AtomicBool>,
+) -> Vec<Op> {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(1))
+        .with_timeout(REQUEST_DEADLINE);
+    let mut client = Client::connect(endpoints, Some(options)).await.unwrap();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ u64::from(id + 1));
+    let mut last_seen: [Option<Vec<u8>>; KEYS.len()] = Default::default();
+    let mut history = Vec::new();
+    let mut n = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let k = rng.below(KEYS.len() as u64) as usize;
+        let value = format!("c{id}-{n}").into_bytes();
+        let input = match rng.below(10) {
+            0..=3 => Input::Get,
+            4..=6 => Input::Put(value),
+            7 => Input::Delete,
+            _ => Input::CompareAndSwap {
+                expect: last_seen[k].clone(),
+                new: value,
+            },
+        };
+        let call = start.elapsed().as_micros() as u64;
+        let answer = invoke(&mut client, KEYS[k], &input).await;
+        let ret = start.elapsed().as_micros() as u64;
+        if let Some(Output::Value(v)) = &answer {
+            last_seen[k].clone_from(v);
+        }
+        match answer {
+            Some(output) => history.push(Op {
+                client: id,
+                key: KEYS[k].as_bytes().to_vec(),
+                call,
+                ret: Some(ret),
+                input,
+                output,
+            }),
+            // A read without an answer changed nothing: left out.
+            None if input == Input::Get => {}
+            None => history.push(Op {
+                client: id,
+                key: KEYS[k].as_bytes().to_vec(),
+                call,
+                ret: None,
+                input,
+                output: Output::Unknown,
+            }),
+        }
+    }
+    history
+}
+
+#[test]
+fn history_under_leader_sigkill_and_restart_is_linearizable() {
+    let mut c = Cluster::start(3);
+    let endpoints: Vec<String> = c.members.iter().map(common::Member::endpoint).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|id| runtime.spawn(run_client(id, endpoints.clone(), start, Arc::clone(&stop))))
+        .collect();
+
+    // Load, then kill the leader, let the others elect and serve, restart it, serve on.
+    std::thread::sleep(Duration::from_secs(2));
+    let leader = c.leader();
+    c.members[leader].kill9();
+    std::thread::sleep(Duration::from_secs(3));
+    let initial = initial_cluster(&c.members);
+    c.members[leader].start(&initial, "new");
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+
+    let history: Vec<Op> = clients
+        .into_iter()
+        .flat_map(|h| runtime.block_on(h).unwrap())
+        .collect();
+    let answered = history.iter().filter(|o| o.ret.is_some()).count();
+    let writes = (history.iter())
+        .filter(|o| o.ret.is_some() && o.input != Input::Get)
+        .count();
+    assert!(
+        answered >= 100 && writes >= 30,
+        "too little load: {answered} answered, {writes} writes"
+    );
+    let unknown = history.len() - answered;
+    eprintln!("history: {answered} answered ({writes} writes), {unknown} without an answer");
+    match check(&history) {
+        Verdict::Linearizable => {}
+        Verdict::Violation { key, ops } => panic!(
+            "not linearizable on {}: {} ops\n{ops:#?}",
+            String::from_utf8_lossy(&key),
+            ops.len()
+        ),
+    }
+}
