@@ -127,6 +127,33 @@ async fn run_client(
     history
 }
 
+/// After the faults, every member reports the same HashKV at the same revision (the
+/// restarted one once it has caught up).
+fn replicas_agree(c: &Cluster) {
+    let out = common::poll_ctl(
+        &c.endpoints(),
+        &["get", "lin/", "--prefix", "-w", "json"],
+        |_| true,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rev = v["header"]["revision"].as_i64().unwrap().to_string();
+    let hashes: Vec<u64> = (c.members.iter())
+        .map(|m| {
+            let out = common::poll_ctl(
+                &m.endpoint(),
+                &["endpoint", "hashkv", "--rev", &rev, "-w", "json"],
+                |_| true,
+            );
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            v[0]["HashKV"]["hash"].as_u64().unwrap()
+        })
+        .collect();
+    assert!(
+        hashes.windows(2).all(|w| w[0] == w[1]),
+        "HashKV at {rev}: {hashes:?}"
+    );
+}
+
 #[test]
 fn history_under_leader_sigkill_and_restart_is_linearizable() {
     let mut c = Cluster::start(3);
@@ -164,6 +191,7 @@ fn history_under_leader_sigkill_and_restart_is_linearizable() {
         answered >= 100 && writes >= 30,
         "too little load: {answered} answered, {writes} writes"
     );
+    replicas_agree(&c);
     let unknown = history.len() - answered;
     eprintln!("history: {answered} answered ({writes} writes), {unknown} without an answer");
     match check(&history) {
