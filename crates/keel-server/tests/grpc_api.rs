@@ -956,7 +956,10 @@ async fn maintenance_status_hashes_snapshot_and_leadership() {
     let mut m = MaintenanceClient::new(fx.channel.clone());
 
     let status = m.status(pb::StatusRequest {}).await.unwrap().into_inner();
-    assert_eq!(status.version, "3.5.0");
+    assert_eq!(
+        status.version,
+        format!("3.5.0+keel.{}", env!("CARGO_PKG_VERSION"))
+    );
     assert_eq!(status.leader, 1);
     assert!(status.db_size > 0);
     assert!(status.raft_index >= 1 && status.raft_applied_index >= 1);

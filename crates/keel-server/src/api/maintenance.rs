@@ -1,6 +1,6 @@
 //! etcd's Maintenance service: status, hashes, alarms, defragment, snapshot, leader transfer.
 
-use super::{current_header, to_status, ETCD_VERSION};
+use super::{current_header, to_status, STATUS_VERSION};
 use crate::convert;
 use crate::pb::etcdserverpb as pb;
 use bytes::Bytes;
@@ -141,7 +141,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         let db_size = convert::signed(s.db_size_bytes);
         Ok(Response::new(pb::StatusResponse {
             header: Some(convert::header(&s.header)),
-            version: ETCD_VERSION.to_owned(),
+            version: STATUS_VERSION.to_owned(),
             db_size,
             leader: s.leader.map_or(0, MemberId::get),
             raft_index: s.committed_index,

@@ -29,9 +29,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tonic::Status;
 
-/// The etcd version keel reports in Maintenance Status (etcdctl 3.4 and 3.5 parse it and
-/// enable their 3.5 features by it).
+/// The etcd API version keel speaks (etcdctl 3.4 and 3.5 parse it and enable their 3.5
+/// features by it).
 pub const ETCD_VERSION: &str = etcd_api_version!();
+
+/// The version Maintenance Status reports: the etcd API version with keel's version as
+/// semver build metadata (`3.5.0+keel.0.1.0`), which version comparisons ignore, so clients
+/// that gate features on the server version see 3.5.0.
+pub const STATUS_VERSION: &str = concat!(etcd_api_version!(), "+keel.", env!("CARGO_PKG_VERSION"));
 
 /// Room for gRPC framing and protobuf envelope on top of the request limit (etcd grants the
 /// same 512 KiB: its gRPC receive limit is `--max-request-bytes` plus this).
