@@ -106,6 +106,9 @@ pub fn from_node_error(error: &NodeError) -> Status {
         NodeError::Reconfig(e) => from_membership_error(e),
         // A change refused because another is in progress: transient, let the client retry.
         NodeError::ReconfigRefused { .. } => Status::unavailable(error.to_string()),
+        // Refused by the leader's rules, forwarded: etcd's text, most of them
+        // FailedPrecondition (as the leader would answer for most rule refusals).
+        NodeError::ReconfigRejected { message } => Status::failed_precondition(message.clone()),
         NodeError::NotLeader { leader: Some(_) } => {
             Status::unavailable("etcdserver: leader changed")
         }
@@ -282,6 +285,15 @@ mod tests {
 
     #[test]
     fn membership_codes_and_messages() {
+        // A rules refusal forwarded by the leader keeps etcd's text and code.
+        let not_enough = "etcdserver: re-configuration failed due to not enough started members";
+        let status = from_node_error(&NodeError::ReconfigRejected {
+            message: not_enough.into(),
+        });
+        assert_eq!(
+            (status.code(), status.message()),
+            (Code::FailedPrecondition, not_enough)
+        );
         let id = MemberId::new(3);
         let reconfig = NodeError::Reconfig;
         check(

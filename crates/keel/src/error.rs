@@ -99,6 +99,13 @@ pub enum NodeError {
     /// records could not be read.
     #[error(transparent)]
     Reconfig(keel_membership::MembershipError),
+    /// The leader's reconfiguration rules refused a membership change this member forwarded
+    /// to it: the leader's [`NodeError::Reconfig`] text (etcd's), not retryable as is.
+    #[error("{message}")]
+    ReconfigRejected {
+        /// The leader's message.
+        message: String,
+    },
     /// The consensus engine refused a membership change (e.g. another change is in progress).
     #[error("etcdserver: re-configuration refused: {detail}")]
     ReconfigRefused {

@@ -422,6 +422,10 @@ async fn member_calls_on_a_follower_reach_the_leader_and_leadership_moves() {
     // The leader's refusal comes back with etcd's text.
     let refused = follower.member_remove(id).await.unwrap_err();
     assert!(
+        matches!(refused, NodeError::ReconfigRejected { .. }),
+        "a rules refusal, not a retryable one: {refused:?}"
+    );
+    assert!(
         refused.to_string().contains("etcdserver: ID removed"),
         "{refused}"
     );

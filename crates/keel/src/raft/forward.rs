@@ -75,9 +75,14 @@ impl Consensus {
                     let message = PeerMessage(Message::Reconfigure(change.clone()));
                     match self.network().send(leader, message).await.map(|r| r.0) {
                         Ok(Reply::Members { members, .. }) => return Ok(members),
-                        Ok(Reply::Refused { detail }) => {
-                            return Err(NodeError::ReconfigRefused { detail })
-                        }
+                        Ok(Reply::Refused {
+                            detail,
+                            by_rules: true,
+                        }) => return Err(NodeError::ReconfigRejected { message: detail }),
+                        Ok(Reply::Refused {
+                            detail,
+                            by_rules: false,
+                        }) => return Err(NodeError::ReconfigRefused { detail }),
                         Ok(Reply::NotLeader { .. })
                         | Err(NodeError::Unreachable { .. } | NodeError::Stopped) => {}
                         Ok(other) => {
@@ -189,6 +194,7 @@ impl Consensus {
                 leader: leader.map(MemberId::get),
             },
             Err(e) => Reply::Refused {
+                by_rules: matches!(e, NodeError::Reconfig(_)),
                 detail: e.to_string(),
             },
         }

@@ -108,9 +108,11 @@ pub(crate) enum Reply {
         members: Vec<crate::response::MemberStatus>,
     },
     TransferLeader(TransferLeaderResponse<TypeConfig>),
-    /// The leader refused a forwarded change, with its message.
+    /// The leader refused a forwarded change, with its message; `by_rules` when its
+    /// reconfiguration rules refused it (not retryable), else the engine was busy.
     Refused {
         detail: String,
+        by_rules: bool,
     },
 }
 
