@@ -15,9 +15,11 @@
 mod common;
 
 use common::{initial_cluster, Cluster};
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, Txn, TxnOp, WatchOptions,
+};
 use keel_sim::{check, Input, Op, Output, Verdict};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -127,9 +129,77 @@ async fn run_client(
     history
 }
 
+/// A watch event: (revision, key, the value put or `None` for a delete).
+type Event = (i64, Vec<u8>, Option<Vec<u8>>);
+
+/// Watch `lin/` from revision 1 until every revision up to `until` has been delivered,
+/// resuming from the next revision on the next member whenever the stream breaks (its
+/// member killed, say).
+async fn watch_all(endpoints: Vec<String>, until: Arc<AtomicI64>) -> Vec<Event> {
+    let mut events: Vec<Event> = Vec::new();
+    let mut next = 1i64;
+    let mut attempt = 0usize;
+    while next <= until.load(Ordering::Relaxed) {
+        attempt += 1;
+        let endpoint = endpoints[attempt % endpoints.len()].clone();
+        let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(1));
+        let Ok(mut client) = Client::connect([endpoint], Some(options)).await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let watch = WatchOptions::new().with_prefix().with_start_revision(next);
+        let Ok(mut stream) = client.watch("lin/", Some(watch)).await else {
+            continue;
+        };
+        while next <= until.load(Ordering::Relaxed) {
+            let resp =
+                match tokio::time::timeout(Duration::from_millis(500), stream.message()).await {
+                    Err(_) => continue,
+                    Ok(Ok(Some(resp))) if !resp.canceled() => resp,
+                    Ok(_) => break,
+                };
+            for e in resp.events() {
+                let kv = e.kv().unwrap();
+                let value = (e.event_type() == EventType::Put).then(|| kv.value().to_vec());
+                events.push((kv.mod_revision(), kv.key().to_vec(), value));
+                next = next.max(kv.mod_revision() + 1);
+            }
+        }
+    }
+    events
+}
+
+/// Watch guarantees: ordered, unique, no event past `until` missing (the live watch, resumed
+/// across the faults, equals a fresh watch of the same revisions), and consistent with the
+/// keyspace (replaying the events gives each key's final value).
+fn check_watch(live: &[Event], fresh: &[Event], finals: &[(Vec<u8>, Option<Vec<u8>>)]) {
+    for w in live.windows(2) {
+        assert!(
+            (w[0].0, &w[0].1) < (w[1].0, &w[1].1) || w[0].0 < w[1].0,
+            "out of order or repeated: {:?} then {:?}",
+            w[0],
+            w[1]
+        );
+    }
+    let until = fresh.last().map_or(0, |e| e.0);
+    let live_upto: Vec<&Event> = live.iter().filter(|e| e.0 <= until).collect();
+    let fresh_all: Vec<&Event> = fresh.iter().collect();
+    assert_eq!(
+        live_upto, fresh_all,
+        "the resumed live watch differs from a fresh one"
+    );
+    let mut state = std::collections::BTreeMap::new();
+    for (_, key, value) in fresh {
+        state.insert(key.clone(), value.clone());
+    }
+    for (key, value) in finals {
+        assert_eq!(state.get(key).cloned().flatten(), value.clone(), "{key:?}");
+    }
+}
+
 /// After the faults, every member reports the same HashKV at the same revision (the
 /// restarted one once it has caught up).
-fn replicas_agree(c: &Cluster) {
+fn replicas_agree(c: &Cluster) -> i64 {
     let out = common::poll_ctl(
         &c.endpoints(),
         &["get", "lin/", "--prefix", "-w", "json"],
@@ -152,6 +222,7 @@ fn replicas_agree(c: &Cluster) {
         hashes.windows(2).all(|w| w[0] == w[1]),
         "HashKV at {rev}: {hashes:?}"
     );
+    rev.parse().unwrap()
 }
 
 #[test]
@@ -168,6 +239,8 @@ fn history_under_leader_sigkill_and_restart_is_linearizable() {
     let clients: Vec<_> = (0..CLIENTS)
         .map(|id| runtime.spawn(run_client(id, endpoints.clone(), start, Arc::clone(&stop))))
         .collect();
+    let until = Arc::new(AtomicI64::new(i64::MAX));
+    let live_watch = runtime.spawn(watch_all(endpoints.clone(), Arc::clone(&until)));
 
     // Load, then kill the leader, let the others elect and serve, restart it, serve on.
     std::thread::sleep(Duration::from_secs(2));
@@ -191,7 +264,27 @@ fn history_under_leader_sigkill_and_restart_is_linearizable() {
         answered >= 100 && writes >= 30,
         "too little load: {answered} answered, {writes} writes"
     );
-    replicas_agree(&c);
+    let final_rev = replicas_agree(&c);
+    until.store(final_rev, Ordering::Relaxed);
+    let live = runtime.block_on(live_watch).unwrap();
+    let fresh = runtime.block_on(watch_all(
+        endpoints.clone(),
+        Arc::new(AtomicI64::new(final_rev)),
+    ));
+    let finals = runtime.block_on(async {
+        let mut client = Client::connect(endpoints.clone(), None).await.unwrap();
+        let mut finals = Vec::new();
+        for key in KEYS {
+            let got = client.get(key, None).await.unwrap();
+            finals.push((
+                key.as_bytes().to_vec(),
+                got.kvs().first().map(|kv| kv.value().to_vec()),
+            ));
+        }
+        finals
+    });
+    check_watch(&live, &fresh, &finals);
+    eprintln!("watch: {} events up to revision {final_rev}", fresh.len());
     let unknown = history.len() - answered;
     eprintln!("history: {answered} answered ({writes} writes), {unknown} without an answer");
     match check(&history) {
