@@ -97,11 +97,10 @@ pub(crate) fn force_reset(engine: &Arc<dyn Engine>) -> Result<Option<ClusterId>,
         Some(bytes) => Some(crate::codec::decode("cluster id", &bytes)?),
         None => None,
     };
-    drop(log);
     let mut reset = state_reset(engine)?;
     reset.delete_range(engine.column_family(LOG_CF)?, Vec::new(), vec![0xff; 16]);
     engine.write(reset, Durability::Synced)?;
-    mark_adopted(engine)?;
+    log.save_meta(crate::raft::META_ADOPTED_STATE, &[1], Durability::Synced)?;
     Ok(cluster_id)
 }
 
