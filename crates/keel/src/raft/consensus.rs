@@ -230,6 +230,31 @@ impl Consensus {
         }
     }
 
+    /// Count leader changes and keep `has_leader` current from the engine's metrics; stops
+    /// when consensus shuts down.
+    pub(crate) fn spawn_leader_watch(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let mut rx = self.raft.metrics();
+        tokio::spawn(async move {
+            let mut seen: Option<u64> = None;
+            loop {
+                let leader = rx.borrow_watched().current_leader;
+                metrics.has_leader.set(i64::from(leader.is_some()));
+                if leader.is_some() && leader != seen {
+                    metrics.leader_changes.inc();
+                    let term = rx.borrow_watched().current_term;
+                    tracing::info!(leader = %keel_types::MemberId::new(leader.unwrap_or(0)), term, "leader changed");
+                    seen = leader;
+                } else if leader.is_none() && seen.is_some() {
+                    tracing::warn!("no leader");
+                    seen = None;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
     /// After a restore or a forced new cluster the state machine holds a keyspace the log does
     /// not: snapshot it and purge the log up to the snapshot, so that a member added later
     /// receives the state as a snapshot instead of replaying a log that lacks it. Runs in the
