@@ -2,7 +2,7 @@
 
 /// Why the auth store refused a request. The texts are etcd's (`rpctypes`), so clients that
 /// match on them keep working.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum AuthError {
     /// `auth enable` without a `root` user.
@@ -76,7 +76,7 @@ pub enum AuthError {
     #[error("etcdserver: too many {what} (at most {max})")]
     TooMany {
         /// What is counted.
-        what: &'static str,
+        what: String,
         /// The limit.
         max: usize,
     },
@@ -86,8 +86,9 @@ pub enum AuthError {
         /// The hasher's message.
         detail: String,
     },
-    /// Reading or writing auth records failed.
+    /// Reading or writing auth records failed (never replicated: it stops the node).
     #[error(transparent)]
+    #[serde(skip)]
     Storage(#[from] keel_storage::StorageError),
 }
 

@@ -19,6 +19,6 @@ mod store;
 
 pub use error::{AuthError, Result};
 pub use model::{Access, Permission, PermissionKind, Role, User, ROOT};
-pub use password::{hash_password, verify_password};
+pub use password::{check_hash, hash_password, verify_password};
 pub use state::{AuthState, Change};
 pub use store::{AuthStore, AUTH_CF};

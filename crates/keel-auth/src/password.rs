@@ -32,6 +32,19 @@ pub fn hash_password(password: &str, cost: u32) -> Result<String> {
     })
 }
 
+/// Accept a hash made elsewhere (etcd 3.5's `hashedPassword`) only if it is a well-formed
+/// bcrypt hash.
+///
+/// # Errors
+/// [`AuthError::Hash`] for anything else.
+pub fn check_hash(hash: &str) -> Result<()> {
+    hash.parse::<bcrypt::HashParts>()
+        .map(|_| ())
+        .map_err(|e| AuthError::Hash {
+            detail: format!("not a bcrypt hash: {e}"),
+        })
+}
+
 /// Whether `password` matches `hash` (a malformed hash matches nothing).
 pub fn verify_password(password: &str, hash: &str) -> bool {
     password.len() <= PASSWORD_BYTES_MAX && bcrypt::verify(password, hash).unwrap_or(false)

@@ -147,7 +147,7 @@ impl AuthState {
         }
         if self.users.len() >= USERS_MAX {
             return Err(AuthError::TooMany {
-                what: "users",
+                what: "users".into(),
                 max: USERS_MAX,
             });
         }
@@ -208,7 +208,7 @@ impl AuthState {
         }
         if record.roles.len() >= ROLES_PER_USER_MAX {
             return Err(AuthError::TooMany {
-                what: "roles of a user",
+                what: "roles of a user".into(),
                 max: ROLES_PER_USER_MAX,
             });
         }
@@ -247,7 +247,7 @@ impl AuthState {
         }
         if self.roles.len() >= ROLES_MAX {
             return Err(AuthError::TooMany {
-                what: "roles",
+                what: "roles".into(),
                 max: ROLES_MAX,
             });
         }
@@ -302,7 +302,7 @@ impl AuthState {
             None => {
                 if record.permissions.len() >= PERMISSIONS_PER_ROLE_MAX {
                     return Err(AuthError::TooMany {
-                        what: "permissions of a role",
+                        what: "permissions of a role".into(),
                         max: PERMISSIONS_PER_ROLE_MAX,
                     });
                 }

@@ -5,7 +5,7 @@
 //! (etcd: api/v3rpc/rpctypes/error.go, server/etcdserver/api/v3rpc/util.go). Errors that have
 //! no etcd counterpart keep keel's own text under the closest code.
 
-use keel::NodeError;
+use keel::{AuthError, NodeError};
 use keel_lease::LeaseError;
 use keel_membership::MembershipError;
 use keel_storage::StorageError;
@@ -115,8 +115,33 @@ pub fn from_node_error(error: &NodeError) -> Status {
         NodeError::NotLeader { leader: None } => Status::unavailable("etcdserver: no leader"),
         NodeError::Stopped => Status::unavailable("etcdserver: server stopped"),
         NodeError::Raft { .. } => Status::unavailable(error.to_string()),
+        NodeError::Auth(e) => from_auth_error(e),
         _ => Status::unknown(error.to_string()),
     }
+}
+
+/// The status for an auth refusal: etcd's codes (rpctypes), its texts from keel-auth.
+pub fn from_auth_error(error: &AuthError) -> Status {
+    use AuthError as A;
+    let code = match error {
+        A::RootUserNotExist
+        | A::RootRoleNotExist
+        | A::UserAlreadyExist
+        | A::UserNotFound
+        | A::RoleAlreadyExist
+        | A::RoleNotFound
+        | A::RoleNotGranted
+        | A::PermissionNotGranted
+        | A::AuthNotEnabled => Code::FailedPrecondition,
+        A::PermissionDenied => Code::PermissionDenied,
+        A::InvalidAuthToken => Code::Unauthenticated,
+        A::TooMany { .. } => Code::ResourceExhausted,
+        A::Storage(_) | A::Hash { .. } => Code::Internal,
+        // Empty names, failed authentication, invalid management, stale tokens, oversized
+        // names and passwords.
+        _ => Code::InvalidArgument,
+    };
+    Status::new(code, error.to_string())
 }
 
 /// The status for a failed MoveLeader: etcd answers "not leader" on a member that does not

@@ -110,6 +110,36 @@ pub struct NodeBuilder {
     clock: Arc<dyn keel_types::Clock>,
     /// The lessor's configuration; `None`: the default with the Raft election timeout.
     lessor: Option<keel_lease::LessorConfig>,
+    /// Token lifetime and password hashing cost.
+    auth: AuthConfig,
+}
+
+/// Authentication settings (etcd's `--auth-token-ttl` and `--bcrypt-cost`).
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// let config = keel::AuthConfig { bcrypt_cost: 4, ..Default::default() };
+/// assert_eq!(config.token_ttl, Duration::from_secs(300));
+/// let builder = keel::Node::builder(keel_types::MemberId::new(1)).auth(config);
+/// # drop(builder);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// How long a token lives without being used (etcd: 300 s).
+    pub token_ttl: Duration,
+    /// bcrypt cost of password hashes, 4..=31 (etcd: 10). Each step doubles the time an
+    /// authentication takes, for users and for password guessers alike.
+    pub bcrypt_cost: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            token_ttl: Duration::from_secs(300),
+            bcrypt_cost: keel_auth::limits::BCRYPT_COST_DEFAULT,
+        }
+    }
 }
 
 impl std::fmt::Debug for NodeBuilder {
@@ -138,6 +168,7 @@ impl NodeBuilder {
             force_new_cluster: false,
             slow_request: crate::metrics::SLOW_REQUEST,
             quota_bytes: crate::limits::QUOTA_BACKEND_BYTES_DEFAULT,
+            auth: AuthConfig::default(),
             mvcc_limits: MvccLimits::default(),
             timings: Timings::default(),
             snapshots: SnapshotPolicy::default(),
@@ -239,6 +270,12 @@ impl NodeBuilder {
         self
     }
 
+    /// Token lifetime and password hashing cost (default: etcd's, see [`AuthConfig`]).
+    pub fn auth(mut self, config: AuthConfig) -> Self {
+        self.auth = config;
+        self
+    }
+
     /// Log client requests slower than `threshold` (default [`crate::metrics::SLOW_REQUEST`],
     /// etcd's `--warning-apply-duration`): one `request took too long` warning each.
     pub fn slow_request_threshold(mut self, threshold: Duration) -> Self {
@@ -326,13 +363,9 @@ impl NodeBuilder {
         let metrics = Arc::new(self.metrics());
         let lessor = self.lessor_config_or_default();
         let (engine, kept_cluster_id) = open_engine(self.storage, self.force_new_cluster)?;
-        let store = Arc::new(MvccStore::open_with(
-            Arc::clone(&engine),
-            self.mvcc_limits,
-            Durability::Buffered,
-        )?);
-        let log = Arc::new(DurableLog::open(Arc::clone(&engine))?);
+        let (store, log) = open_store_and_log(&engine, self.mvcc_limits)?;
         let lease = Arc::new(open_lease(engine.as_ref(), lessor, &self.clock)?);
+        let auth = Arc::new(open_auth(engine.as_ref(), &self.clock, self.auth)?);
         let cluster_id = match &join {
             None => {
                 let id = kept_cluster_id
@@ -364,6 +397,7 @@ impl NodeBuilder {
             snapshot_catch_up_entries: self.snapshots.catch_up_entries,
             lease: Arc::clone(&lease),
             metrics: Arc::clone(&metrics),
+            auth: Arc::clone(&auth),
         };
         let watches = Arc::new(WatchRegistry::default());
         let wake = Arc::clone(&watches);
@@ -379,6 +413,7 @@ impl NodeBuilder {
             consensus,
             store,
             lease,
+            auth,
             watches,
             metrics,
             self.quota_bytes,
@@ -563,7 +598,33 @@ pub(crate) fn column_families() -> Vec<&'static str> {
     cfs.push(LOG_CF);
     cfs.push(keel_membership::schema::MEMBERS_CF);
     cfs.push(keel_lease::LEASE_CF);
+    cfs.push(keel_auth::AUTH_CF);
     cfs
+}
+
+/// The MVCC store and the Raft log on `engine`.
+fn open_store_and_log(
+    engine: &Arc<dyn Engine>,
+    limits: MvccLimits,
+) -> Result<(Arc<MvccStore>, Arc<DurableLog>), NodeError> {
+    let store = MvccStore::open_with(Arc::clone(engine), limits, Durability::Buffered)?;
+    let log = DurableLog::open(Arc::clone(engine))?;
+    Ok((Arc::new(store), Arc::new(log)))
+}
+
+/// The auth state, recovered from `engine`.
+fn open_auth(
+    engine: &dyn Engine,
+    clock: &Arc<dyn keel_types::Clock>,
+    config: AuthConfig,
+) -> Result<crate::auth::AuthGate, NodeError> {
+    crate::auth::AuthGate::open(
+        engine,
+        Arc::clone(clock),
+        config.token_ttl,
+        config.bcrypt_cost,
+    )
+    .map_err(NodeError::Auth)
 }
 
 /// The lessor, recovered from `engine`.

@@ -48,6 +48,10 @@ pub enum NodeError {
         /// Committed entries not yet applied.
         backlog_entries: u64,
     },
+    /// Authentication or authorization failed, or the auth store refused a change (etcd's
+    /// texts: permission denied, invalid auth token, user name not found, ...).
+    #[error(transparent)]
+    Auth(keel_auth::AuthError),
     /// The NOSPACE alarm is raised: the replicated state exceeds the space quota and this
     /// write could grow it (see [`crate::NodeBuilder::quota_backend_bytes`]).
     #[error("etcdserver: mvcc: database space exceeded")]

@@ -285,7 +285,8 @@ fn touched_ranges(req: &Request) -> Vec<KeyRange> {
             in_ops(&t.success, &mut out);
             in_ops(&t.failure, &mut out);
         }
-        Request::Compact { .. } | Request::Lease(_) => {}
+        Request::Compact { .. } | Request::Lease(_) | Request::Auth(_) => {}
+        Request::Checked { request, .. } => out.extend(touched_ranges(request)),
     }
     out
 }
@@ -331,7 +332,11 @@ pub(crate) fn named_leases(req: &Request) -> BTreeSet<LeaseId> {
             in_ops(&t.success, &mut out);
             in_ops(&t.failure, &mut out);
         }
-        Request::DeleteRange(_) | Request::Compact { .. } | Request::Lease(_) => {}
+        Request::DeleteRange(_)
+        | Request::Compact { .. }
+        | Request::Lease(_)
+        | Request::Auth(_) => {}
+        Request::Checked { request, .. } => out.extend(named_leases(request)),
     }
     out
 }

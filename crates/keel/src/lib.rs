@@ -45,6 +45,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod auth;
 mod builder;
 mod codec;
 mod error;
@@ -57,13 +58,16 @@ mod request;
 mod response;
 mod watch;
 
-pub use builder::{NodeBuilder, SnapshotPolicy, Timings};
+pub use auth::{AuthRequest, Caller};
+pub use builder::{AuthConfig, NodeBuilder, SnapshotPolicy, Timings};
 pub use error::NodeError;
+pub use keel_auth::{AuthError, Permission, PermissionKind, Role, User};
 pub use keel_lease::{LessorConfig, TimeToLive};
 pub use keel_storage::mvcc::HashKv;
 pub use keel_types::{Clock, ManualClock, SystemClock};
 pub use lease::{LeaseCheckpoint, LeaseExpired, LeaseRequest};
 pub use metrics::Metrics;
+pub use node::AuthStatus;
 pub use node::Node;
 pub use node::{
     snapshot_summary, Alarm, LeaseGrant, LeaseKeepAlive, SnapshotExport, SnapshotSummary,

@@ -25,11 +25,13 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+mod auth;
 mod lease;
 mod maintenance;
 mod quota;
 mod renew_batch;
 mod restore;
+pub use auth::AuthStatus;
 pub use lease::{LeaseGrant, LeaseKeepAlive};
 pub use maintenance::SnapshotExport;
 pub use quota::Alarm;
@@ -71,6 +73,9 @@ pub use restore::{snapshot_summary, SnapshotSummary};
 #[derive(Clone)]
 pub struct Node {
     inner: Arc<NodeInner>,
+    /// Who this handle acts for: the host process (trusted) unless made by
+    /// [`Node::with_token`].
+    principal: crate::auth::Principal,
 }
 
 impl std::fmt::Debug for Node {
@@ -99,6 +104,8 @@ struct NodeInner {
     metrics: Arc<crate::metrics::Metrics>,
     /// The space quota and the NOSPACE alarm.
     quota: quota::Quota,
+    /// Users, roles, permissions and tokens (shared with the state machine).
+    auth: Arc<crate::auth::AuthGate>,
 }
 
 struct Running {
@@ -145,6 +152,7 @@ impl Node {
         consensus: Consensus,
         store: Arc<MvccStore>,
         lease: Arc<crate::lease::LeaseState>,
+        auth: Arc<crate::auth::AuthGate>,
         watches: Arc<WatchRegistry>,
         metrics: Arc<crate::metrics::Metrics>,
         quota_bytes: u64,
@@ -165,7 +173,9 @@ impl Node {
                 watches,
                 metrics,
                 quota: quota::Quota::new(quota_bytes),
+                auth,
             }),
+            principal: crate::auth::Principal::Trusted,
         }
     }
 
@@ -202,6 +212,13 @@ impl Node {
 
     async fn propose(&self, request: Request) -> Result<(Applied, u64), NodeError> {
         let running = self.inner.running()?;
+        let request = match &self.principal {
+            crate::auth::Principal::Trusted => request,
+            principal => Request::Checked {
+                caller: principal.caller().cloned(),
+                request: Box::new(request),
+            },
+        };
         let max_bytes = (running.store.limits().request_bytes_max)
             .saturating_add(crate::limits::REQUEST_ENVELOPE_BYTES);
         request.check_size(max_bytes)?;
@@ -344,6 +361,7 @@ impl Node {
                 .linearize(self.inner.request_timeout)
                 .await?;
         }
+        self.check_access(&request.range, keel_auth::Access::Read)?;
         let body = running.store.range(request)?;
         self.inner.metrics.mvcc_range.inc();
         self.inner.metrics.log_if_slow("range", started);
@@ -383,6 +401,7 @@ impl Node {
     /// [`NodeError::Stopped`].
     pub async fn watch(&self, spec: WatchSpec) -> Result<WatchStream, NodeError> {
         let running = self.inner.running()?;
+        self.check_access(&spec.range, keel_auth::Access::Read)?;
         let watcher = running.store.watch(spec)?;
         let weak = Arc::downgrade(&self.inner);
         let term = Box::new(move || {
@@ -716,6 +735,7 @@ impl Node {
         change: RemoteChange,
     ) -> Result<MemberChange, NodeError> {
         let running = self.inner.running()?;
+        self.check_admin()?;
         let members = running
             .consensus
             .change(change, self.inner.request_timeout)

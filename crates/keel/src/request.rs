@@ -1,5 +1,6 @@
 //! The replicated request (one Raft log entry's payload) and the result of applying it.
 
+use crate::auth::{AuthRequest, Caller};
 use crate::codec;
 use crate::error::NodeError;
 use crate::lease::{LeaseApplied, LeaseRejection, LeaseRequest};
@@ -42,6 +43,16 @@ pub enum Request {
     },
     /// A lease operation (grant, revoke, renew, and the leader's checkpoints and expiries).
     Lease(LeaseRequest),
+    /// A change to users, roles, permissions, or a token issued.
+    Auth(AuthRequest),
+    /// A client's request, checked against the caller's permissions when applied (see
+    /// [`crate::auth`]); `caller` is `None` for a client without a token.
+    Checked {
+        /// Who asks.
+        caller: Option<Caller>,
+        /// What is asked.
+        request: Box<Request>,
+    },
 }
 
 impl Request {
@@ -60,7 +71,11 @@ impl Request {
             Request::Put(_) => true,
             Request::Txn(t) => ops_put(&t.success) || ops_put(&t.failure),
             Request::Lease(LeaseRequest::Grant { .. }) => true,
-            Request::Lease(_) | Request::DeleteRange(_) | Request::Compact { .. } => false,
+            Request::Checked { request, .. } => request.grows_state(),
+            Request::Lease(_)
+            | Request::DeleteRange(_)
+            | Request::Compact { .. }
+            | Request::Auth(_) => false,
         }
     }
 
@@ -72,6 +87,8 @@ impl Request {
             Request::Txn(_) => "txn",
             Request::Compact { .. } => "compact",
             Request::Lease(_) => "lease",
+            Request::Auth(_) => "auth",
+            Request::Checked { request, .. } => request.kind(),
         }
     }
 }
@@ -134,6 +151,11 @@ impl std::fmt::Display for Request {
             ),
             Request::Compact { revision } => write!(f, "compact({revision})"),
             Request::Lease(l) => write!(f, "{l}"),
+            Request::Auth(a) => write!(f, "{a}"),
+            Request::Checked { caller, request } => match caller {
+                Some(c) => write!(f, "{request} as {}", c.user),
+                None => write!(f, "{request} as anonymous"),
+            },
         }
     }
 }
@@ -158,6 +180,11 @@ pub(crate) enum Applied {
     Rejected(Rejection),
     /// A lease request.
     Lease(LeaseApplied),
+    /// An auth request: the auth revision after it.
+    Auth {
+        /// The auth revision.
+        revision: u64,
+    },
 }
 
 /// A refusal by the store, in a form that crosses the network.
@@ -200,6 +227,8 @@ pub(crate) enum Rejection {
     },
     /// The lessor refused the request.
     Lease(LeaseRejection),
+    /// The auth store refused the request, or the caller may not make it.
+    Auth(keel_auth::AuthError),
 }
 
 impl From<&StorageError> for Rejection {
@@ -295,6 +324,7 @@ impl From<Rejection> for NodeError {
             Rejection::LeaseProvided => S::LeaseProvided,
             Rejection::Other { message } => return NodeError::Refused { message },
             Rejection::Lease(l) => return l.into(),
+            Rejection::Auth(a) => return NodeError::Auth(a),
         };
         NodeError::Rejected(e)
     }

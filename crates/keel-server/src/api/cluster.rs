@@ -54,13 +54,14 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        crate::status::refuse_on_learner(&self.node)?;
+        let node = Arc::new(super::caller(&self.node, &request)?);
+        crate::status::refuse_on_learner(&node)?;
         let req = request.into_inner();
         let peer_urls = urls(&req.peer_ur_ls)?;
         let change = if req.is_learner {
-            self.node.member_add_learner(UNNAMED, &peer_urls).await
+            node.member_add_learner(UNNAMED, &peer_urls).await
         } else {
-            self.node.member_add_voter(UNNAMED, &peer_urls).await
+            node.member_add_voter(UNNAMED, &peer_urls).await
         }
         .map_err(to_status)?;
         let added = change.member_id;
@@ -77,9 +78,10 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        crate::status::refuse_on_learner(&self.node)?;
+        let node = Arc::new(super::caller(&self.node, &request)?);
+        crate::status::refuse_on_learner(&node)?;
         let id = MemberId::new(request.into_inner().id);
-        let change = self.node.member_remove(id).await.map_err(to_status)?;
+        let change = node.member_remove(id).await.map_err(to_status)?;
         let (header, members) = self.answer(change).await?;
         Ok(Response::new(pb::MemberRemoveResponse {
             header: Some(header),
@@ -91,7 +93,8 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        crate::status::refuse_on_learner(&self.node)?;
+        let node = Arc::new(super::caller(&self.node, &request)?);
+        crate::status::refuse_on_learner(&node)?;
         let req = request.into_inner();
         let peer_urls = urls(&req.peer_ur_ls)?;
         let change = self
@@ -113,20 +116,20 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
-        crate::status::refuse_on_learner(&self.node)?;
+        let node = Arc::new(super::caller(&self.node, &request)?);
+        crate::status::refuse_on_learner(&node)?;
         if request.into_inner().linearizable {
             let barrier = RangeRequest {
                 count_only: true,
                 ..RangeRequest::new(KeyRange::key(&b"\0"[..]))
             };
-            self.node
-                .range(&barrier, ReadConsistency::Linearizable)
+            node.range(&barrier, ReadConsistency::Linearizable)
                 .await
                 .map_err(to_status)?;
         }
-        let members = self.node.members().await.map_err(to_status)?;
+        let members = node.members().await.map_err(to_status)?;
         Ok(Response::new(pb::MemberListResponse {
-            header: Some(current_header(&self.node).await?),
+            header: Some(current_header(&node).await?),
             members: members.into_iter().map(convert::member).collect(),
         }))
     }
@@ -135,9 +138,10 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        crate::status::refuse_on_learner(&self.node)?;
+        let node = Arc::new(super::caller(&self.node, &request)?);
+        crate::status::refuse_on_learner(&node)?;
         let id = MemberId::new(request.into_inner().id);
-        let change = self.node.member_promote(id).await.map_err(to_status)?;
+        let change = node.member_promote(id).await.map_err(to_status)?;
         let (header, members) = self.answer(change).await?;
         Ok(Response::new(pb::MemberPromoteResponse {
             header: Some(header),

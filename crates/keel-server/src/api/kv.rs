@@ -28,10 +28,11 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
+        let node = Arc::new(super::caller(&self.node, &request)?);
         let (req, consistency) = convert::range_request(request.into_inner())?;
         // A learner serves serializable ranges only (etcd).
         if consistency == keel::ReadConsistency::Linearizable {
-            crate::status::refuse_on_learner(&self.node)?;
+            crate::status::refuse_on_learner(&node)?;
         }
         let resp = self
             .node
@@ -48,9 +49,10 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        crate::status::refuse_on_learner(&self.node)?;
+        let node = Arc::new(super::caller(&self.node, &request)?);
+        crate::status::refuse_on_learner(&node)?;
         let req = convert::put_request(request.into_inner())?;
-        let resp = self.node.put_request(req).await.map_err(to_status)?;
+        let resp = node.put_request(req).await.map_err(to_status)?;
         Ok(Response::new(convert::put_response(
             &resp.header,
             resp.body,
@@ -61,9 +63,10 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        crate::status::refuse_on_learner(&self.node)?;
+        let node = Arc::new(super::caller(&self.node, &request)?);
+        crate::status::refuse_on_learner(&node)?;
         let req = convert::delete_request(request.into_inner())?;
-        let resp = self.node.delete_range(req).await.map_err(to_status)?;
+        let resp = node.delete_range(req).await.map_err(to_status)?;
         Ok(Response::new(convert::delete_response(
             &resp.header,
             resp.body,
@@ -75,9 +78,10 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
-        crate::status::refuse_on_learner(&self.node)?;
+        let node = Arc::new(super::caller(&self.node, &request)?);
+        crate::status::refuse_on_learner(&node)?;
         let req = convert::txn_request(request.into_inner(), self.limits.txn_ops_max)?;
-        let resp = self.node.txn(req).await.map_err(to_status)?;
+        let resp = node.txn(req).await.map_err(to_status)?;
         Ok(Response::new(convert::txn_response(
             &resp.header,
             resp.body,
@@ -91,9 +95,10 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
-        crate::status::refuse_on_learner(&self.node)?;
+        let node = Arc::new(super::caller(&self.node, &request)?);
+        crate::status::refuse_on_learner(&node)?;
         let revision = Revision::from_etcd(request.into_inner().revision).unwrap_or_default();
-        let resp = self.node.compact(revision).await.map_err(to_status)?;
+        let resp = node.compact(revision).await.map_err(to_status)?;
         Ok(Response::new(pb::CompactionResponse {
             header: Some(convert::header(&resp.header)),
         }))

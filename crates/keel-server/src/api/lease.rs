@@ -75,7 +75,8 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
-        crate::status::refuse_on_learner(&self.node)?;
+        let node = Arc::new(super::caller(&self.node, &request)?);
+        crate::status::refuse_on_learner(&node)?;
         let req = request.into_inner();
         let resp = self
             .node
@@ -94,12 +95,13 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
-        crate::status::refuse_on_learner(&self.node)?;
+        let node = Arc::new(super::caller(&self.node, &request)?);
+        crate::status::refuse_on_learner(&node)?;
         let id = request.into_inner().id;
         // Lease 0 means "no lease": revoking it revokes a lease that does not exist.
         let lease =
             LeaseId::new(id).ok_or_else(|| Status::not_found(crate::status::LEASE_NOT_FOUND))?;
-        let resp = self.node.lease_revoke(lease).await.map_err(to_status)?;
+        let resp = node.lease_revoke(lease).await.map_err(to_status)?;
         Ok(Response::new(pb::LeaseRevokeResponse {
             header: Some(convert::header(&resp.header)),
         }))
@@ -111,13 +113,10 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        crate::status::refuse_on_learner(&self.node)?;
+        let node = Arc::new(super::caller(&self.node, &request)?);
+        crate::status::refuse_on_learner(&node)?;
         let (tx, rx) = mpsc::channel(KEEP_ALIVE_BUFFER);
-        tokio::spawn(keep_alive_loop(
-            Arc::clone(&self.node),
-            request.into_inner(),
-            tx,
-        ));
+        tokio::spawn(keep_alive_loop(Arc::clone(&node), request.into_inner(), tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -126,10 +125,11 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
-        crate::status::refuse_on_learner(&self.node)?;
+        let node = Arc::new(super::caller(&self.node, &request)?);
+        crate::status::refuse_on_learner(&node)?;
         let req = request.into_inner();
         let found = match LeaseId::new(req.id) {
-            Some(lease) => match self.node.lease_time_to_live(lease, req.keys).await {
+            Some(lease) => match node.lease_time_to_live(lease, req.keys).await {
                 Ok(resp) => Some(resp),
                 Err(NodeError::LeaseNotFound { .. }) => None,
                 Err(e) => return Err(to_status(e)),
@@ -146,7 +146,7 @@ impl pb::lease_server::Lease for LeaseService {
                 keys: resp.body.keys,
             },
             None => pb::LeaseTimeToLiveResponse {
-                header: Some(current_header(&self.node).await?),
+                header: Some(current_header(&node).await?),
                 id: req.id,
                 ttl: -1,
                 granted_ttl: 0,
@@ -158,10 +158,11 @@ impl pb::lease_server::Lease for LeaseService {
 
     async fn lease_leases(
         &self,
-        _request: Request<pb::LeaseLeasesRequest>,
+        request: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
-        crate::status::refuse_on_learner(&self.node)?;
-        let resp = self.node.leases().await.map_err(to_status)?;
+        let node = Arc::new(super::caller(&self.node, &request)?);
+        crate::status::refuse_on_learner(&node)?;
+        let resp = node.leases().await.map_err(to_status)?;
         Ok(Response::new(pb::LeaseLeasesResponse {
             header: Some(convert::header(&resp.header)),
             leases: resp

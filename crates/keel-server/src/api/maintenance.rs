@@ -99,24 +99,25 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
+        let node = Arc::new(super::caller(&self.node, &request)?);
         use pb::alarm_request::AlarmAction;
-        crate::status::refuse_on_learner(&self.node)?;
+        crate::status::refuse_on_learner(&node)?;
         let request = request.into_inner();
-        let me = self.node.id().get();
+        let me = node.id().get();
         let for_me = request.member_id == 0 || request.member_id == me;
         let nospace = request.alarm == pb::AlarmType::Nospace as i32;
         match AlarmAction::try_from(request.action) {
             Ok(AlarmAction::Get) => {}
             Ok(AlarmAction::Activate) if for_me && nospace => {
-                self.node.activate_alarm(keel::Alarm::NoSpace);
+                node.activate_alarm(keel::Alarm::NoSpace);
             }
             Ok(AlarmAction::Deactivate) if for_me && nospace => {
-                self.node.disarm_alarm(keel::Alarm::NoSpace);
+                node.disarm_alarm(keel::Alarm::NoSpace);
             }
             Ok(AlarmAction::Activate | AlarmAction::Deactivate) => {}
             Err(_) => return Err(Status::invalid_argument("unknown alarm action")),
         }
-        let alarms = (self.node.alarms().into_iter())
+        let alarms = (node.alarms().into_iter())
             .map(|a| pb::AlarmMember {
                 member_id: me,
                 alarm: match a {
@@ -126,7 +127,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             })
             .collect();
         Ok(Response::new(pb::AlarmResponse {
-            header: Some(current_header(&self.node).await?),
+            header: Some(current_header(&node).await?),
             alarms,
         }))
     }
@@ -135,9 +136,10 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
     /// etcd; `dbSizeInUse` is RocksDB's live-data estimate.
     async fn status(
         &self,
-        _request: Request<pb::StatusRequest>,
+        request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let s = self.node.status().await.map_err(to_status)?;
+        let node = Arc::new(super::caller(&self.node, &request)?);
+        let s = node.status().await.map_err(to_status)?;
         let db_size = convert::signed(s.db_size_bytes);
         Ok(Response::new(pb::StatusResponse {
             header: Some(convert::header(&s.header)),
@@ -157,12 +159,13 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
     /// deleted and compacted data stops taking space). Online: requests keep being served.
     async fn defragment(
         &self,
-        _request: Request<pb::DefragmentRequest>,
+        request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        crate::status::refuse_on_learner(&self.node)?;
-        self.node.defragment().await.map_err(to_status)?;
+        let node = Arc::new(super::caller(&self.node, &request)?);
+        crate::status::refuse_on_learner(&node)?;
+        node.defragment().await.map_err(to_status)?;
         Ok(Response::new(pb::DefragmentResponse {
-            header: Some(current_header(&self.node).await?),
+            header: Some(current_header(&node).await?),
         }))
     }
 
@@ -170,11 +173,12 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
     /// Hash, it covers member-local bookkeeping too; compare members with HashKV.
     async fn hash(
         &self,
-        _request: Request<pb::HashRequest>,
+        request: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
-        crate::status::refuse_on_learner(&self.node)?;
-        let header = current_header(&self.node).await?;
-        let node = Arc::clone(&self.node);
+        let node = Arc::new(super::caller(&self.node, &request)?);
+        crate::status::refuse_on_learner(&node)?;
+        let header = current_header(&node).await?;
+        let node = Arc::clone(&node);
         let hash = blocking(move || {
             let mut crc = 0u32;
             for chunk in node.snapshot()? {
@@ -193,9 +197,10 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
-        crate::status::refuse_on_learner(&self.node)?;
+        let node = Arc::new(super::caller(&self.node, &request)?);
+        crate::status::refuse_on_learner(&node)?;
         let revision = Revision::from_etcd(request.into_inner().revision).filter(|r| r.get() > 0);
-        let resp = self.node.hash_kv(revision).await.map_err(to_status)?;
+        let resp = node.hash_kv(revision).await.map_err(to_status)?;
         Ok(Response::new(pb::HashKvResponse {
             header: Some(convert::header(&resp.header)),
             hash: resp.body.hash,
@@ -213,13 +218,14 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
     /// etcdutl cannot restore it. Streamed as it is read: memory stays bounded.
     async fn snapshot(
         &self,
-        _request: Request<pb::SnapshotRequest>,
+        request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        crate::status::refuse_on_learner(&self.node)?;
-        let header = current_header(&self.node).await?;
-        let estimate_bytes = self.node.status().await.map_err(to_status)?.db_size_bytes;
+        let node = Arc::new(super::caller(&self.node, &request)?);
+        crate::status::refuse_on_learner(&node)?;
+        let header = current_header(&node).await?;
+        let estimate_bytes = node.status().await.map_err(to_status)?.db_size_bytes;
         let (tx, rx) = tokio::sync::mpsc::channel(SNAPSHOT_RESPONSES_BUFFERED_MAX);
-        spawn_snapshot_stream(Arc::clone(&self.node), header, estimate_bytes, tx);
+        spawn_snapshot_stream(Arc::clone(&node), header, estimate_bytes, tx);
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
             rx,
         )))
@@ -230,14 +236,14 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        crate::status::refuse_on_learner(&self.node)?;
+        let node = Arc::new(super::caller(&self.node, &request)?);
+        crate::status::refuse_on_learner(&node)?;
         let target = MemberId::new(request.into_inner().target_id);
-        self.node
-            .move_leader(target)
+        node.move_leader(target)
             .await
             .map_err(|e| crate::status::from_move_leader_error(&e))?;
         Ok(Response::new(pb::MoveLeaderResponse {
-            header: Some(current_header(&self.node).await?),
+            header: Some(current_header(&node).await?),
         }))
     }
 

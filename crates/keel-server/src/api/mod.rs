@@ -1,19 +1,22 @@
 //! etcd's v3 gRPC API (KV, Watch, Lease, Cluster, Maintenance) served by a [`keel::Node`].
 //!
 //! Each service is a thin adapter: decode the request ([`crate::convert`]), call the node,
-//! encode the answer, and turn errors into etcd's statuses ([`crate::status`]). The Auth
-//! service is not served: its calls get gRPC's `Unimplemented`.
+//! encode the answer, and turn errors into etcd's statuses ([`crate::status`]). Every call
+//! acts for the token in its `token` metadata ([`caller`]): with auth enabled, the node checks
+//! the caller's permissions.
 //!
 //! What differs from etcd is marked `Deviation from etcd` where it happens; in short:
 //! Defragment compacts RocksDB online, alarms are per member, Snapshot streams
 //! keel's snapshot format (not a bolt database), and Downgrade is not supported.
 
+mod auth;
 mod cluster;
 mod kv;
 mod lease;
 mod maintenance;
 mod watch;
 
+pub use auth::AuthService;
 pub use cluster::ClusterService;
 pub use kv::KvService;
 pub use lease::LeaseService;
@@ -21,8 +24,9 @@ pub use maintenance::MaintenanceService;
 pub use watch::WatchService;
 
 use crate::pb::etcdserverpb::{
-    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
-    maintenance_server::MaintenanceServer, watch_server::WatchServer, ResponseHeader,
+    auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
+    lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
+    ResponseHeader,
 };
 use keel::Node;
 use std::sync::Arc;
@@ -98,13 +102,15 @@ pub fn routes(node: Arc<Node>, limits: ApiLimits) -> tonic::service::Routes {
         .max_decoding_message_size(decode_max);
     let cluster = ClusterServer::new(ClusterService::new(Arc::clone(&node)))
         .max_decoding_message_size(decode_max);
-    let maintenance =
-        MaintenanceServer::new(MaintenanceService::new(node)).max_decoding_message_size(decode_max);
+    let maintenance = MaintenanceServer::new(MaintenanceService::new(Arc::clone(&node)))
+        .max_decoding_message_size(decode_max);
+    let auth = AuthServer::new(AuthService::new(node)).max_decoding_message_size(decode_max);
     tonic::service::Routes::new(kv)
         .add_service(watch)
         .add_service(lease)
         .add_service(cluster)
         .add_service(maintenance)
+        .add_service(auth)
 }
 
 /// The status for a node error (see [`crate::status`]).
@@ -118,3 +124,19 @@ async fn current_header(node: &Node) -> Result<ResponseHeader, Status> {
     let header = node.current_header().map_err(to_status)?;
     Ok(crate::convert::header(&header))
 }
+
+/// The node handle acting for the caller of `request`, named by the token etcd's clients
+/// send in the `token` metadata after Authenticate (see [`keel::Node::with_token`]).
+///
+/// # Errors
+/// `Unauthenticated` "etcdserver: invalid auth token" for an unknown or expired token.
+pub(crate) fn caller<T>(node: &Node, request: &tonic::Request<T>) -> Result<Node, Status> {
+    let token = request
+        .metadata()
+        .get(TOKEN_METADATA)
+        .and_then(|v| v.to_str().ok());
+    node.with_token(token).map_err(to_status)
+}
+
+/// The gRPC metadata key of the auth token (etcd's).
+pub const TOKEN_METADATA: &str = "token";

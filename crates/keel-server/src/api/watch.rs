@@ -61,11 +61,12 @@ impl pb::watch_server::Watch for WatchService {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        crate::status::refuse_on_learner(&self.node)?;
+        let node = Arc::new(super::caller(&self.node, &request)?);
+        crate::status::refuse_on_learner(&node)?;
         let (tx, rx) = mpsc::channel(RESPONSES_BUFFER);
         let session = Session {
-            _stream: StreamCount::new(self.node.metrics().watch_streams()),
-            node: Arc::clone(&self.node),
+            _stream: StreamCount::new(node.metrics().watch_streams()),
+            node: Arc::clone(&node),
             limits: self.limits,
             tx,
             watchers: BTreeMap::new(),

@@ -6,7 +6,7 @@ use crate::lease::{LeaseApplied, LeaseRequest};
 use crate::request::{Applied, Request};
 use crate::response::{ReadConsistency, Response};
 use keel_lease::TimeToLive;
-use keel_types::LeaseId;
+use keel_types::{KeyRange, LeaseId};
 
 /// The answer to [`Node::lease_grant`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,6 +148,9 @@ impl Node {
                 keel_lease::LeaseError::NotFound { id } => NodeError::LeaseNotFound { lease: id },
                 other => NodeError::Lease(other),
             })?;
+        for key in &ttl.keys {
+            self.check_access(&KeyRange::Key(key.clone()), keel_auth::Access::Read)?;
+        }
         let term = running.consensus.status().term;
         self.lease_response(&running, term, ttl)
     }
@@ -163,7 +166,7 @@ impl Node {
         self.lease_response(&running, term, ids)
     }
 
-    async fn linearized(
+    pub(super) async fn linearized(
         &self,
         consistency: ReadConsistency,
     ) -> Result<std::sync::Arc<Running>, NodeError> {

@@ -35,6 +35,7 @@ impl Node {
     /// [`NodeError::Stopped`].
     pub async fn hash_kv(&self, revision: Option<Revision>) -> Result<Response<HashKv>, NodeError> {
         let running = self.inner.running()?;
+        self.check_admin()?;
         let hash = running.store.hash_kv(revision).map_err(NodeError::from)?;
         let term = running.consensus.status().term;
         Ok(Response {
@@ -51,6 +52,7 @@ impl Node {
     /// a voter of the cluster; [`NodeError::Timeout`] when it did not take over in time.
     pub async fn move_leader(&self, target: MemberId) -> Result<(), NodeError> {
         let running = self.inner.running()?;
+        self.check_admin()?;
         let status = running.consensus.status();
         if status.leader != Some(self.id()) {
             return Err(NodeError::NotLeader {
@@ -84,6 +86,7 @@ impl Node {
     /// Storage failure, [`NodeError::Stopped`].
     pub fn snapshot(&self) -> Result<SnapshotExport, NodeError> {
         let running = self.inner.running()?;
+        self.check_admin()?;
         let inner = keel_storage::snapshot::export(
             running.store.engine(),
             &crate::raft::STATE_COLUMN_FAMILIES,

@@ -93,6 +93,7 @@ impl Node {
     /// Storage failure, [`NodeError::Stopped`].
     pub async fn defragment(&self) -> Result<(), NodeError> {
         let running = self.inner.running()?;
+        self.check_admin()?;
         let engine = std::sync::Arc::clone(running.store.engine());
         tokio::task::spawn_blocking(move || engine.compact_all())
             .await

@@ -43,6 +43,8 @@ pub(crate) struct ConsensusConfig {
     pub(crate) lease: Arc<crate::lease::LeaseState>,
     /// The node's metrics.
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// The auth state the state machine applies auth requests with.
+    pub(crate) auth: Arc<crate::auth::AuthGate>,
 }
 
 /// A snapshot of the engine's metrics in keel terms.
@@ -177,6 +179,7 @@ impl Consensus {
                 on_install,
                 Arc::clone(&config.lease),
                 Arc::clone(&config.metrics),
+                Arc::clone(&config.auth),
             ),
         )
         .await

@@ -21,9 +21,14 @@
 //!    lessor (`crate::lease::LeaseState`) inside the entry's transaction; its changes are
 //!    staged into the same batch, snapshots carry keel-lease's `LEASE_CF`, and the lessor is
 //!    reloaded from it after a snapshot install.
+//! 8. Auth requests apply through the node's `AuthGate` (users, roles, permissions; staged
+//!    into the same batch; snapshots carry keel-auth's `AUTH_CF`; reloaded after an install).
+//!    A `Request::Checked` is decided against the auth state at its own log position, so
+//!    every member admits or denies it alike; a denial is a refusal (invariant 3).
 
 use super::membership::{derive_cluster, load_cluster};
 use super::{io_err, Entry, LogId, MemberNode, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::auth::AuthGate;
 use crate::codec::{decode_io, encode_io};
 use crate::lease::{LeaseApplied, LeaseState};
 use crate::limits::{COMPACTION_STEP_KEYS_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
@@ -72,6 +77,9 @@ pub(crate) struct StateMachine {
     lease: Arc<LeaseState>,
     /// Apply counts and commit latencies.
     metrics: Arc<crate::metrics::Metrics>,
+    /// Users, roles, tokens: auth requests apply through it, checked requests are decided
+    /// by it (invariant 8).
+    auth: Arc<AuthGate>,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -82,9 +90,17 @@ impl std::fmt::Debug for StateMachine {
 
 /// The column families a snapshot carries: all replicated state (the MVCC keyspace, the
 /// member records and the lease records), never the log.
-pub(crate) const STATE_COLUMN_FAMILIES: [&str; 6] = {
+pub(crate) const STATE_COLUMN_FAMILIES: [&str; 7] = {
     let kv = MvccStore::COLUMN_FAMILIES;
-    [kv[0], kv[1], kv[2], kv[3], MEMBERS_CF, keel_lease::LEASE_CF]
+    [
+        kv[0],
+        kv[1],
+        kv[2],
+        kv[3],
+        MEMBERS_CF,
+        keel_lease::LEASE_CF,
+        keel_auth::AUTH_CF,
+    ]
 };
 
 impl StateMachine {
@@ -94,6 +110,7 @@ impl StateMachine {
         on_install: Arc<dyn Fn() + Send + Sync>,
         lease: Arc<LeaseState>,
         metrics: Arc<crate::metrics::Metrics>,
+        auth: Arc<AuthGate>,
     ) -> Self {
         StateMachine {
             store,
@@ -102,6 +119,7 @@ impl StateMachine {
             on_install,
             lease,
             metrics,
+            auth,
         }
     }
 
@@ -150,7 +168,7 @@ impl StateMachine {
         let mut compact = false;
         let applied = match request {
             None => Applied::Internal,
-            Some(req) => match self.lease.apply(&mut txn, req, |txn| execute(txn, req)) {
+            Some(req) => match self.apply_request(&mut txn, req) {
                 Ok(applied) => {
                     compact = matches!(req, Request::Compact { .. });
                     applied
@@ -165,6 +183,7 @@ impl StateMachine {
             },
         };
         self.lease.stage(&mut txn);
+        self.auth.stage(&mut txn);
         txn.set_applied(&marker);
         let commit_started = self.metrics.now();
         let committed = txn.commit(Durability::Buffered).map_err(io_err)?;
@@ -183,6 +202,32 @@ impl StateMachine {
 }
 
 impl StateMachine {
+    /// Apply one request: a checked one is decided first (invariant 8), auth requests go to
+    /// the auth state, the rest through the lessor to the store.
+    fn apply_request(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        req: &Request,
+    ) -> Result<Applied, StorageError> {
+        let req = match req {
+            Request::Checked { caller, request } => {
+                if let Err(e) = self.auth.authorize(caller.as_ref(), request, &self.lease) {
+                    return Ok(Applied::Rejected(Rejection::Auth(e)));
+                }
+                &**request
+            }
+            other => other,
+        };
+        match req {
+            Request::Auth(auth) => match self.auth.apply(auth) {
+                Ok(applied) => Ok(applied),
+                Err(keel_auth::AuthError::Storage(e)) => Err(e),
+                Err(e) => Ok(Applied::Rejected(Rejection::Auth(e))),
+            },
+            _ => self.lease.apply(txn, req, |txn| execute(txn, req)),
+        }
+    }
+
     /// The member records after membership entry `m` (see `super::membership`).
     fn derive_members(&self, m: &openraft::Membership<u64, MemberNode>) -> io::Result<Cluster> {
         let previous = load_cluster(self.store.engine().as_ref()).map_err(io_err)?;
@@ -204,6 +249,7 @@ fn count_applied(metrics: &crate::metrics::Metrics, applied: &Applied) {
             ttls.iter().filter(|t| t.is_some()).count() as u64,
         ),
         Applied::Lease(LeaseApplied::Internal)
+        | Applied::Auth { .. }
         | Applied::Internal
         | Applied::Compact { .. }
         | Applied::Rejected(_) => return,
@@ -222,9 +268,9 @@ fn execute(txn: &mut WriteTxn<'_>, req: &Request) -> Result<Applied, StorageErro
                 revision: txn.current_revision(),
             }
         }
-        // Applied by `LeaseState::apply` before this function is reached; a lease request
-        // never writes KV here.
-        Request::Lease(_) => Applied::Internal,
+        // Applied by `LeaseState::apply` and `AuthGate::apply` before this function is
+        // reached (a checked request is unwrapped first); they never write KV here.
+        Request::Lease(_) | Request::Auth(_) | Request::Checked { .. } => Applied::Internal,
     })
 }
 
@@ -322,6 +368,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(io_err)?;
         // Invariant 7: the lessor follows the installed lease records.
         self.lease
+            .reload(self.store.engine().as_ref())
+            .map_err(io_err)?;
+        // Invariant 8: so does the auth state.
+        self.auth
             .reload(self.store.engine().as_ref())
             .map_err(io_err)?;
         let state = self.load_state()?;

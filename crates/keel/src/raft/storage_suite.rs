@@ -34,6 +34,20 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, ()> for Builder {
                 })
             })?,
         );
+        let auth = Arc::new(
+            crate::auth::AuthGate::open(
+                engine.as_ref(),
+                Arc::new(keel_types::ManualClock::new()),
+                std::time::Duration::from_secs(300),
+                4,
+            )
+            .map_err(|e| {
+                io(keel_storage::StorageError::Corrupted {
+                    what: "auth",
+                    detail: e.to_string(),
+                })
+            })?,
+        );
         Ok((
             (),
             LogStore::new(log, engine, Arc::clone(&metrics)).map_err(|e| {
@@ -49,6 +63,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, ()> for Builder {
                 Arc::new(|| {}),
                 lease,
                 metrics,
+                auth,
             ),
         ))
     }
