@@ -159,6 +159,16 @@ pub struct Flags {
     /// Log client requests that take longer than this (a Go-style duration: `100ms`, `1s`).
     #[arg(long, env = "KEEL_WARNING_APPLY_DURATION", default_value = "100ms")]
     pub warning_apply_duration: String,
+    /// Auth token kind: `simple` (random tokens kept by every member). etcd's `jwt,...` is
+    /// refused with an error: keel does not issue JWTs yet.
+    #[arg(long, env = "KEEL_AUTH_TOKEN", default_value = "simple")]
+    pub auth_token: String,
+    /// Seconds an unused auth token stays valid.
+    #[arg(long, env = "KEEL_AUTH_TOKEN_TTL", default_value_t = 300)]
+    pub auth_token_ttl: u64,
+    /// bcrypt cost of stored password hashes (4..=31).
+    #[arg(long, env = "KEEL_BCRYPT_COST", default_value_t = 10)]
+    pub bcrypt_cost: u32,
     /// Disaster recovery: restart this member (its data directory must have been started
     /// before) as the only member of its cluster, keeping its data, member id and cluster id.
     /// Remove the other members' data directories, then add them again with `member add`.
@@ -268,6 +278,8 @@ pub struct ServerConfig {
     pub slow_request: Duration,
     /// `--quota-backend-bytes` (0: the default).
     pub quota_backend_bytes: u64,
+    /// `--auth-token-ttl` and `--bcrypt-cost`.
+    pub auth: keel::AuthConfig,
     /// `--enable-pprof` was given (warned about, not served).
     pub pprof_requested: bool,
 }
@@ -521,12 +533,44 @@ impl Flags {
             pprof_requested: self.enable_pprof,
             force_new_cluster: self.force_new_cluster,
             quota_backend_bytes: self.quota_backend_bytes,
+            auth: self.auth_config()?,
             slow_request: go_duration(&self.warning_apply_duration).map_err(|reason| {
                 ConfigError::Invalid {
                     flag: "warning-apply-duration",
                     reason,
                 }
             })?,
+        })
+    }
+}
+
+impl Flags {
+    /// `--auth-token`, `--auth-token-ttl`, `--bcrypt-cost`.
+    fn auth_config(&self) -> Result<keel::AuthConfig, ConfigError> {
+        let kind = self.auth_token.split(',').next().unwrap_or_default();
+        if kind != "simple" {
+            return Err(ConfigError::Invalid {
+                flag: "auth-token",
+                reason: format!(
+                    "{kind:?} tokens are not supported (keel issues simple tokens only)"
+                ),
+            });
+        }
+        if !(4..=31).contains(&self.bcrypt_cost) {
+            return Err(ConfigError::Invalid {
+                flag: "bcrypt-cost",
+                reason: format!("{} is outside 4..=31", self.bcrypt_cost),
+            });
+        }
+        if self.auth_token_ttl == 0 {
+            return Err(ConfigError::Invalid {
+                flag: "auth-token-ttl",
+                reason: "must be at least 1 second".into(),
+            });
+        }
+        Ok(keel::AuthConfig {
+            token_ttl: Duration::from_secs(self.auth_token_ttl),
+            bcrypt_cost: self.bcrypt_cost,
         })
     }
 }
@@ -585,6 +629,14 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(err.to_string().contains("warning-apply-duration"), "{err}");
+        for (flag, value) in [
+            ("--auth-token", "jwt,pub-key=a"),
+            ("--bcrypt-cost", "3"),
+            ("--auth-token-ttl", "0"),
+        ] {
+            let err = flags(&[flag, value]).validate().unwrap_err();
+            assert!(err.to_string().contains(&flag[2..]), "{err}");
+        }
     }
 
     fn flags(args: &[&str]) -> Flags {

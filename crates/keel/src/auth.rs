@@ -335,22 +335,25 @@ impl AuthGate {
         self.tokens.lock().retain(|_, t| t.user != user);
     }
 
-    /// The principal a request acts for: trusted checks nothing; with auth disabled the
-    /// token is ignored (as etcd does); otherwise the token must be live here.
+    /// The principal a request acts for: a live token names its user; no token is
+    /// anonymous; an unknown token is refused while auth is enabled and ignored otherwise (as
+    /// etcd does).
     ///
     /// # Errors
     /// [`AuthError::InvalidAuthToken`]: unknown, expired, or its user is gone.
     pub(crate) fn resolve(&self, token: Option<&str>) -> Result<Principal, AuthError> {
-        if !self.state.read().is_enabled() {
-            return Ok(Principal::Anonymous);
-        }
         let Some(token) = token.filter(|t| !t.is_empty()) else {
             return Ok(Principal::Anonymous);
         };
         let now = self.clock.now();
         let mut tokens = self.tokens.lock();
         let key = digest(token);
-        let entry = tokens.get_mut(&key).ok_or(AuthError::InvalidAuthToken)?;
+        let Some(entry) = tokens.get_mut(&key) else {
+            if self.state.read().is_enabled() {
+                return Err(AuthError::InvalidAuthToken);
+            }
+            return Ok(Principal::Anonymous);
+        };
         if entry.expires <= now {
             tokens.remove(&key);
             return Err(AuthError::InvalidAuthToken);

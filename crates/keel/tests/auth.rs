@@ -49,7 +49,7 @@ async fn set_up(node: &Node) {
 
 async fn as_user(node: &Node, user: &str, password: &str) -> Node {
     let token = node.authenticate(user, password).await.unwrap().body;
-    node.with_token(Some(&token)).unwrap()
+    node.with_token(Some(&token)).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,7 +62,12 @@ async fn single_node_rbac_rules() {
         .await
         .unwrap();
     // Before auth is enabled nothing is checked, and authenticate is refused.
+    assert_eq!(
+        node.authenticate("root", ROOT_PW).await.unwrap_err(),
+        NodeError::Auth(AuthError::AuthNotEnabled)
+    );
     node.with_token(None)
+        .await
         .unwrap()
         .put(&b"x"[..], &b"1"[..])
         .await
@@ -81,10 +86,10 @@ async fn single_node_rbac_rules() {
         NodeError::Auth(AuthError::AuthFailed)
     );
     assert_eq!(
-        node.with_token(Some("forged")).unwrap_err(),
+        node.with_token(Some("forged")).await.unwrap_err(),
         NodeError::Auth(AuthError::InvalidAuthToken)
     );
-    let anonymous = node.with_token(None).unwrap();
+    let anonymous = node.with_token(None).await.unwrap();
     assert_eq!(
         anonymous.put(&b"app/1"[..], &b"v"[..]).await.unwrap_err(),
         NodeError::Auth(AuthError::UserEmpty)
@@ -267,14 +272,14 @@ async fn tokens_revisions_lease_revoke_and_restart() {
         .await
         .unwrap();
     assert_eq!(
-        node.with_token(Some(&token)).unwrap_err(),
+        node.with_token(Some(&token)).await.unwrap_err(),
         NodeError::Auth(AuthError::InvalidAuthToken)
     );
     node.shutdown().await;
     // Users, roles and the enabled flag survive a restart; tokens do not (as in etcd).
     let node = start().await.unwrap();
     assert_eq!(
-        node.with_token(Some(&token)).unwrap_err(),
+        node.with_token(Some(&token)).await.unwrap_err(),
         NodeError::Auth(AuthError::InvalidAuthToken)
     );
     assert!(node.auth_status().await.unwrap().body.enabled);
@@ -337,7 +342,7 @@ async fn cluster_tokens_work_everywhere_and_revokes_apply_in_log_order() {
     // A token issued through member 1 works on members 2 and 3.
     let token = nodes[0].authenticate("app", APP_PW).await.unwrap().body;
     for n in &nodes[1..] {
-        let app = n.with_token(Some(&token)).unwrap();
+        let app = n.with_token(Some(&token)).await.unwrap();
         app.range(
             &RangeRequest::new(KeyRange::key(&b"app/k"[..])),
             keel::ReadConsistency::Linearizable,
@@ -351,7 +356,7 @@ async fn cluster_tokens_work_everywhere_and_revokes_apply_in_log_order() {
         .role_revoke_permission("app-rw", KeyRange::prefix(&b"app/"[..]))
         .await
         .unwrap();
-    let stale = nodes[2].with_token(Some(&token)).unwrap();
+    let stale = nodes[2].with_token(Some(&token)).await.unwrap();
     assert_eq!(
         stale.put(&b"app/k"[..], &b"v"[..]).await.unwrap_err(),
         NodeError::Auth(AuthError::AuthOldRevision)

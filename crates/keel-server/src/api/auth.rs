@@ -91,7 +91,7 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthEnableRequest>,
     ) -> Result<Response<pb::AuthEnableResponse>, Status> {
-        let node = caller(&self.node, &request)?;
+        let node = caller(&self.node, &request).await?;
         let resp = node.auth_enable().await.map_err(to_status)?;
         header_only!(resp, AuthEnableResponse)
     }
@@ -100,7 +100,7 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthDisableRequest>,
     ) -> Result<Response<pb::AuthDisableResponse>, Status> {
-        let node = caller(&self.node, &request)?;
+        let node = caller(&self.node, &request).await?;
         let resp = node.auth_disable().await.map_err(to_status)?;
         header_only!(resp, AuthDisableResponse)
     }
@@ -109,7 +109,7 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthStatusRequest>,
     ) -> Result<Response<pb::AuthStatusResponse>, Status> {
-        let node = caller(&self.node, &request)?;
+        let node = caller(&self.node, &request).await?;
         let resp = node.auth_status().await.map_err(to_status)?;
         Ok(Response::new(pb::AuthStatusResponse {
             header: Some(header(&resp.header)),
@@ -138,7 +138,7 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthUserAddRequest>,
     ) -> Result<Response<pb::AuthUserAddResponse>, Status> {
-        let node = caller(&self.node, &request)?;
+        let node = caller(&self.node, &request).await?;
         let req = request.into_inner();
         let no_password = req.options.is_some_and(|o| o.no_password);
         let resp = match new_password(&req.password, &req.hashed_password, no_password) {
@@ -154,7 +154,7 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthUserGetRequest>,
     ) -> Result<Response<pb::AuthUserGetResponse>, Status> {
-        let node = caller(&self.node, &request)?;
+        let node = caller(&self.node, &request).await?;
         let resp = node
             .user_get(&request.into_inner().name)
             .await
@@ -169,7 +169,7 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthUserListRequest>,
     ) -> Result<Response<pb::AuthUserListResponse>, Status> {
-        let node = caller(&self.node, &request)?;
+        let node = caller(&self.node, &request).await?;
         let resp = node.user_list().await.map_err(to_status)?;
         Ok(Response::new(pb::AuthUserListResponse {
             header: Some(header(&resp.header)),
@@ -181,7 +181,7 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthUserDeleteRequest>,
     ) -> Result<Response<pb::AuthUserDeleteResponse>, Status> {
-        let node = caller(&self.node, &request)?;
+        let node = caller(&self.node, &request).await?;
         let resp = node
             .user_delete(&request.into_inner().name)
             .await
@@ -193,7 +193,7 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthUserChangePasswordRequest>,
     ) -> Result<Response<pb::AuthUserChangePasswordResponse>, Status> {
-        let node = caller(&self.node, &request)?;
+        let node = caller(&self.node, &request).await?;
         let req = request.into_inner();
         let resp = match new_password(&req.password, &req.hashed_password, false) {
             NewPassword::Plain(p) => node.user_change_password(&req.name, Some(p)).await,
@@ -208,7 +208,7 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthUserGrantRoleRequest>,
     ) -> Result<Response<pb::AuthUserGrantRoleResponse>, Status> {
-        let node = caller(&self.node, &request)?;
+        let node = caller(&self.node, &request).await?;
         let req = request.into_inner();
         let resp = node
             .user_grant_role(&req.user, &req.role)
@@ -221,7 +221,7 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthUserRevokeRoleRequest>,
     ) -> Result<Response<pb::AuthUserRevokeRoleResponse>, Status> {
-        let node = caller(&self.node, &request)?;
+        let node = caller(&self.node, &request).await?;
         let req = request.into_inner();
         let resp = node
             .user_revoke_role(&req.name, &req.role)
@@ -234,7 +234,7 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleAddRequest>,
     ) -> Result<Response<pb::AuthRoleAddResponse>, Status> {
-        let node = caller(&self.node, &request)?;
+        let node = caller(&self.node, &request).await?;
         let resp = node
             .role_add(&request.into_inner().name)
             .await
@@ -246,7 +246,7 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleGetRequest>,
     ) -> Result<Response<pb::AuthRoleGetResponse>, Status> {
-        let node = caller(&self.node, &request)?;
+        let node = caller(&self.node, &request).await?;
         let resp = node
             .role_get(&request.into_inner().role)
             .await
@@ -261,7 +261,7 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleListRequest>,
     ) -> Result<Response<pb::AuthRoleListResponse>, Status> {
-        let node = caller(&self.node, &request)?;
+        let node = caller(&self.node, &request).await?;
         let resp = node.role_list().await.map_err(to_status)?;
         Ok(Response::new(pb::AuthRoleListResponse {
             header: Some(header(&resp.header)),
@@ -273,7 +273,7 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleDeleteRequest>,
     ) -> Result<Response<pb::AuthRoleDeleteResponse>, Status> {
-        let node = caller(&self.node, &request)?;
+        let node = caller(&self.node, &request).await?;
         let resp = node
             .role_delete(&request.into_inner().role)
             .await
@@ -285,7 +285,7 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleGrantPermissionRequest>,
     ) -> Result<Response<pb::AuthRoleGrantPermissionResponse>, Status> {
-        let node = caller(&self.node, &request)?;
+        let node = caller(&self.node, &request).await?;
         let req = request.into_inner();
         let perm = req
             .perm
@@ -301,7 +301,7 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleRevokePermissionRequest>,
     ) -> Result<Response<pb::AuthRoleRevokePermissionResponse>, Status> {
-        let node = caller(&self.node, &request)?;
+        let node = caller(&self.node, &request).await?;
         let req = request.into_inner();
         let range = KeyRange::from_etcd(req.key, req.range_end);
         let resp = node

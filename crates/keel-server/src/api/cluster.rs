@@ -54,7 +54,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        let node = Arc::new(super::caller(&self.node, &request)?);
+        let node = Arc::new(super::caller(&self.node, &request).await?);
         crate::status::refuse_on_learner(&node)?;
         let req = request.into_inner();
         let peer_urls = urls(&req.peer_ur_ls)?;
@@ -78,7 +78,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        let node = Arc::new(super::caller(&self.node, &request)?);
+        let node = Arc::new(super::caller(&self.node, &request).await?);
         crate::status::refuse_on_learner(&node)?;
         let id = MemberId::new(request.into_inner().id);
         let change = node.member_remove(id).await.map_err(to_status)?;
@@ -93,7 +93,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        let node = Arc::new(super::caller(&self.node, &request)?);
+        let node = Arc::new(super::caller(&self.node, &request).await?);
         crate::status::refuse_on_learner(&node)?;
         let req = request.into_inner();
         let peer_urls = urls(&req.peer_ur_ls)?;
@@ -116,7 +116,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
-        let node = Arc::new(super::caller(&self.node, &request)?);
+        let node = Arc::new(super::caller(&self.node, &request).await?);
         crate::status::refuse_on_learner(&node)?;
         if request.into_inner().linearizable {
             let barrier = RangeRequest {
@@ -138,7 +138,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        let node = Arc::new(super::caller(&self.node, &request)?);
+        let node = Arc::new(super::caller(&self.node, &request).await?);
         crate::status::refuse_on_learner(&node)?;
         let id = MemberId::new(request.into_inner().id);
         let change = node.member_promote(id).await.map_err(to_status)?;

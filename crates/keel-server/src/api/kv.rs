@@ -28,7 +28,7 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
-        let node = Arc::new(super::caller(&self.node, &request)?);
+        let node = Arc::new(super::caller(&self.node, &request).await?);
         let (req, consistency) = convert::range_request(request.into_inner())?;
         // A learner serves serializable ranges only (etcd).
         if consistency == keel::ReadConsistency::Linearizable {
@@ -49,7 +49,7 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        let node = Arc::new(super::caller(&self.node, &request)?);
+        let node = Arc::new(super::caller(&self.node, &request).await?);
         crate::status::refuse_on_learner(&node)?;
         let req = convert::put_request(request.into_inner())?;
         let resp = node.put_request(req).await.map_err(to_status)?;
@@ -63,7 +63,7 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        let node = Arc::new(super::caller(&self.node, &request)?);
+        let node = Arc::new(super::caller(&self.node, &request).await?);
         crate::status::refuse_on_learner(&node)?;
         let req = convert::delete_request(request.into_inner())?;
         let resp = node.delete_range(req).await.map_err(to_status)?;
@@ -78,7 +78,7 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
-        let node = Arc::new(super::caller(&self.node, &request)?);
+        let node = Arc::new(super::caller(&self.node, &request).await?);
         crate::status::refuse_on_learner(&node)?;
         let req = convert::txn_request(request.into_inner(), self.limits.txn_ops_max)?;
         let resp = node.txn(req).await.map_err(to_status)?;
@@ -95,7 +95,7 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
-        let node = Arc::new(super::caller(&self.node, &request)?);
+        let node = Arc::new(super::caller(&self.node, &request).await?);
         crate::status::refuse_on_learner(&node)?;
         let revision = Revision::from_etcd(request.into_inner().revision).unwrap_or_default();
         let resp = node.compact(revision).await.map_err(to_status)?;

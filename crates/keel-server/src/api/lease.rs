@@ -75,7 +75,7 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
-        let node = Arc::new(super::caller(&self.node, &request)?);
+        let node = Arc::new(super::caller(&self.node, &request).await?);
         crate::status::refuse_on_learner(&node)?;
         let req = request.into_inner();
         let resp = self
@@ -95,7 +95,7 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
-        let node = Arc::new(super::caller(&self.node, &request)?);
+        let node = Arc::new(super::caller(&self.node, &request).await?);
         crate::status::refuse_on_learner(&node)?;
         let id = request.into_inner().id;
         // Lease 0 means "no lease": revoking it revokes a lease that does not exist.
@@ -113,7 +113,7 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        let node = Arc::new(super::caller(&self.node, &request)?);
+        let node = Arc::new(super::caller(&self.node, &request).await?);
         crate::status::refuse_on_learner(&node)?;
         let (tx, rx) = mpsc::channel(KEEP_ALIVE_BUFFER);
         tokio::spawn(keep_alive_loop(Arc::clone(&node), request.into_inner(), tx));
@@ -125,7 +125,7 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
-        let node = Arc::new(super::caller(&self.node, &request)?);
+        let node = Arc::new(super::caller(&self.node, &request).await?);
         crate::status::refuse_on_learner(&node)?;
         let req = request.into_inner();
         let found = match LeaseId::new(req.id) {
@@ -160,7 +160,7 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
-        let node = Arc::new(super::caller(&self.node, &request)?);
+        let node = Arc::new(super::caller(&self.node, &request).await?);
         crate::status::refuse_on_learner(&node)?;
         let resp = node.leases().await.map_err(to_status)?;
         Ok(Response::new(pb::LeaseLeasesResponse {

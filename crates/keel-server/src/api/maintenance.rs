@@ -99,7 +99,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
-        let node = Arc::new(super::caller(&self.node, &request)?);
+        let node = Arc::new(super::caller(&self.node, &request).await?);
         use pb::alarm_request::AlarmAction;
         crate::status::refuse_on_learner(&node)?;
         let request = request.into_inner();
@@ -138,7 +138,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let node = Arc::new(super::caller(&self.node, &request)?);
+        let node = Arc::new(super::caller(&self.node, &request).await?);
         let s = node.status().await.map_err(to_status)?;
         let db_size = convert::signed(s.db_size_bytes);
         Ok(Response::new(pb::StatusResponse {
@@ -161,7 +161,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        let node = Arc::new(super::caller(&self.node, &request)?);
+        let node = Arc::new(super::caller(&self.node, &request).await?);
         crate::status::refuse_on_learner(&node)?;
         node.defragment().await.map_err(to_status)?;
         Ok(Response::new(pb::DefragmentResponse {
@@ -175,7 +175,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
-        let node = Arc::new(super::caller(&self.node, &request)?);
+        let node = Arc::new(super::caller(&self.node, &request).await?);
         crate::status::refuse_on_learner(&node)?;
         let header = current_header(&node).await?;
         let node = Arc::clone(&node);
@@ -197,7 +197,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
-        let node = Arc::new(super::caller(&self.node, &request)?);
+        let node = Arc::new(super::caller(&self.node, &request).await?);
         crate::status::refuse_on_learner(&node)?;
         let revision = Revision::from_etcd(request.into_inner().revision).filter(|r| r.get() > 0);
         let resp = node.hash_kv(revision).await.map_err(to_status)?;
@@ -220,7 +220,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        let node = Arc::new(super::caller(&self.node, &request)?);
+        let node = Arc::new(super::caller(&self.node, &request).await?);
         crate::status::refuse_on_learner(&node)?;
         let header = current_header(&node).await?;
         let estimate_bytes = node.status().await.map_err(to_status)?.db_size_bytes;
@@ -236,7 +236,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        let node = Arc::new(super::caller(&self.node, &request)?);
+        let node = Arc::new(super::caller(&self.node, &request).await?);
         crate::status::refuse_on_learner(&node)?;
         let target = MemberId::new(request.into_inner().target_id);
         node.move_leader(target)

@@ -130,12 +130,12 @@ async fn current_header(node: &Node) -> Result<ResponseHeader, Status> {
 ///
 /// # Errors
 /// `Unauthenticated` "etcdserver: invalid auth token" for an unknown or expired token.
-pub(crate) fn caller<T>(node: &Node, request: &tonic::Request<T>) -> Result<Node, Status> {
+pub(crate) async fn caller<T>(node: &Node, request: &tonic::Request<T>) -> Result<Node, Status> {
     let token = request
         .metadata()
         .get(TOKEN_METADATA)
         .and_then(|v| v.to_str().ok());
-    node.with_token(token).map_err(to_status)
+    node.with_token(token).await.map_err(to_status)
 }
 
 /// The gRPC metadata key of the auth token (etcd's).

@@ -61,7 +61,7 @@ impl pb::watch_server::Watch for WatchService {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let node = Arc::new(super::caller(&self.node, &request)?);
+        let node = Arc::new(super::caller(&self.node, &request).await?);
         crate::status::refuse_on_learner(&node)?;
         let (tx, rx) = mpsc::channel(RESPONSES_BUFFER);
         let session = Session {

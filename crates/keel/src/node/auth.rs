@@ -29,7 +29,8 @@ impl Node {
     ///
     /// # Errors
     /// [`NodeError::Auth`] with "invalid auth token" (unknown, expired, or its user deleted
-    /// or its password changed).
+    /// or its password changed); [`NodeError::Timeout`] if an unknown token could not be
+    /// checked against the leader's latest state.
     ///
     /// # Examples
     /// ```
@@ -44,16 +45,26 @@ impl Node {
     /// node.user_grant_role("root", "root").await?;
     /// node.auth_enable().await?;
     /// let token = node.authenticate("root", "rootpw").await?.body;
-    /// let root = node.with_token(Some(&token))?;
+    /// let root = node.with_token(Some(&token)).await?;
     /// root.put(&b"k"[..], &b"v"[..]).await?;
-    /// let anonymous = node.with_token(None)?;
+    /// let anonymous = node.with_token(None).await?;
     /// assert!(anonymous.put(&b"k"[..], &b"v"[..]).await.is_err());
     /// node.shutdown().await;
     /// # Ok::<(), keel::NodeError>(())
     /// # }).unwrap();
     /// ```
-    pub fn with_token(&self, token: Option<&str>) -> Result<Node, NodeError> {
-        let principal = self.inner.auth.resolve(token).map_err(NodeError::Auth)?;
+    pub async fn with_token(&self, token: Option<&str>) -> Result<Node, NodeError> {
+        let auth = &self.inner.auth;
+        let principal = match auth.resolve(token) {
+            Err(AuthError::InvalidAuthToken) => {
+                // Issued through another member a moment ago? Catch up with the leader's
+                // commit index once, then decide.
+                self.linearized(ReadConsistency::Linearizable).await?;
+                auth.resolve(token)
+            }
+            other => other,
+        }
+        .map_err(NodeError::Auth)?;
         Ok(Node {
             inner: std::sync::Arc::clone(&self.inner),
             principal,
