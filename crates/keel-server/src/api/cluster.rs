@@ -97,8 +97,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         crate::status::refuse_on_learner(&node)?;
         let req = request.into_inner();
         let peer_urls = urls(&req.peer_ur_ls)?;
-        let change = self
-            .node
+        let change = node
             .member_update(MemberId::new(req.id), &peer_urls)
             .await
             .map_err(to_status)?;

@@ -34,11 +34,7 @@ impl pb::kv_server::Kv for KvService {
         if consistency == keel::ReadConsistency::Linearizable {
             crate::status::refuse_on_learner(&node)?;
         }
-        let resp = self
-            .node
-            .range(&req, consistency)
-            .await
-            .map_err(to_status)?;
+        let resp = node.range(&req, consistency).await.map_err(to_status)?;
         Ok(Response::new(convert::range_response(
             &resp.header,
             resp.body,

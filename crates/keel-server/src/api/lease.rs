@@ -78,8 +78,7 @@ impl pb::lease_server::Lease for LeaseService {
         let node = Arc::new(super::caller(&self.node, &request).await?);
         crate::status::refuse_on_learner(&node)?;
         let req = request.into_inner();
-        let resp = self
-            .node
+        let resp = node
             .lease_grant(req.ttl, LeaseId::new(req.id))
             .await
             .map_err(to_status)?;
