@@ -1040,10 +1040,13 @@ async fn maintenance_leadership_and_unsupported_calls() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    let err = AuthClient::new(fx.channel.clone())
+    // The Auth service is served: a fresh store has auth disabled at auth revision 0.
+    let status = AuthClient::new(fx.channel.clone())
         .auth_status(pb::AuthStatusRequest {})
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
+        .unwrap()
+        .into_inner();
+    assert!(!status.enabled);
+    assert_eq!(status.auth_revision, 0);
     fx.stop().await;
 }
