@@ -131,6 +131,22 @@ pub struct Flags {
     /// Most operations in one txn.
     #[arg(long, env = "KEEL_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: usize,
+    /// Most concurrent gRPC streams (calls) on one client connection (HTTP/2's
+    /// SETTINGS_MAX_CONCURRENT_STREAMS; etcd's flag, whose default is unbounded).
+    #[arg(long, env = "KEEL_MAX_CONCURRENT_STREAMS", default_value_t = 10_000)]
+    pub max_concurrent_streams: u32,
+    /// Most watchers on one Watch stream (keel's own bound; etcd has none): further creates
+    /// are canceled with "etcdserver: too many requests".
+    #[arg(long, env = "KEEL_MAX_WATCHERS_PER_STREAM", default_value_t = 100_000)]
+    pub max_watchers_per_stream: usize,
+    /// Most distinct leases renewed over one LeaseKeepAlive stream (keel's own bound; etcd
+    /// has none): the stream then ends with "etcdserver: too many requests".
+    #[arg(
+        long,
+        env = "KEEL_MAX_LEASES_PER_KEEPALIVE_STREAM",
+        default_value_t = 100_000
+    )]
+    pub max_leases_per_keepalive_stream: usize,
     /// Automatic compaction mode: `periodic` (keep a time span of history) or `revision`
     /// (keep a number of revisions).
     #[arg(long, env = "KEEL_AUTO_COMPACTION_MODE", default_value = "periodic")]
@@ -264,6 +280,12 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Most operations in a txn.
     pub max_txn_ops: usize,
+    /// `--max-concurrent-streams`.
+    pub max_concurrent_streams: u32,
+    /// `--max-watchers-per-stream`.
+    pub max_watchers_per_stream: usize,
+    /// `--max-leases-per-keepalive-stream`.
+    pub max_leases_per_keepalive_stream: usize,
     /// Automatic compaction, if enabled.
     pub auto_compaction: Option<crate::compactor::Retention>,
     /// The log filter.
@@ -434,11 +456,24 @@ impl Flags {
                 ),
             });
         }
-        if self.max_txn_ops == 0 {
-            return Err(ConfigError::Invalid {
-                flag: "max-txn-ops",
-                reason: "must be positive".into(),
-            });
+        for (flag, value) in [
+            ("max-txn-ops", self.max_txn_ops),
+            (
+                "max-concurrent-streams",
+                self.max_concurrent_streams as usize,
+            ),
+            ("max-watchers-per-stream", self.max_watchers_per_stream),
+            (
+                "max-leases-per-keepalive-stream",
+                self.max_leases_per_keepalive_stream,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    flag,
+                    reason: "must be positive".into(),
+                });
+            }
         }
         if self.max_request_bytes == 0 || self.max_request_bytes > keel::limits::REQUEST_BYTES_MAX {
             return Err(ConfigError::Invalid {
@@ -519,6 +554,9 @@ impl Flags {
             election_timeout: Duration::from_millis(self.election_timeout),
             max_request_bytes: self.max_request_bytes,
             max_txn_ops: self.max_txn_ops,
+            max_concurrent_streams: self.max_concurrent_streams,
+            max_watchers_per_stream: self.max_watchers_per_stream,
+            max_leases_per_keepalive_stream: self.max_leases_per_keepalive_stream,
             auto_compaction: crate::compactor::parse(
                 &self.auto_compaction_mode,
                 &self.auto_compaction_retention,

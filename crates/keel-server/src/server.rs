@@ -57,8 +57,10 @@ fn peer_network(config: &ServerConfig, id: MemberId, traffic: &PeerTraffic) -> G
 /// A server builder, with TLS when `tls` is given.
 fn server_builder(
     tls: Option<&crate::tls::TlsFiles>,
+    max_concurrent_streams: u32,
 ) -> Result<tonic::transport::Server, ServerError> {
-    let builder = tonic::transport::Server::builder();
+    let builder =
+        tonic::transport::Server::builder().max_concurrent_streams(max_concurrent_streams);
     Ok(match tls {
         Some(t) => builder.tls_config(t.server())?,
         None => builder,
@@ -137,8 +139,9 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
     let slot = HandlerSlot::default();
     let traffic = PeerTraffic::default();
     // TLS material is checked before anything is served.
-    let peer_server = server_builder(config.peer_tls.as_ref())?;
-    let client_server = server_builder(config.client_tls.as_ref())?;
+    // Members open a handful of streams each; clients are bounded by the flag.
+    let peer_server = server_builder(config.peer_tls.as_ref(), u32::MAX)?;
+    let client_server = server_builder(config.client_tls.as_ref(), config.max_concurrent_streams)?;
     serve_peers(
         peer_server,
         peer_listeners,
@@ -208,6 +211,8 @@ fn serve_clients(
     let limits = crate::api::ApiLimits {
         request_bytes_max: config.max_request_bytes,
         txn_ops_max: config.max_txn_ops,
+        watchers_per_stream_max: config.max_watchers_per_stream,
+        keep_alive_leases_per_stream_max: config.max_leases_per_keepalive_stream,
         ..crate::api::ApiLimits::default()
     };
     let shared = Arc::new(node.clone());

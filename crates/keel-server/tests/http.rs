@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{fails, free_port, http_get, ok, sample, Cluster, DEADLINE};
+use common::{free_port, http_get, ok, sample, Cluster, DEADLINE};
 use std::time::{Duration, Instant};
 
 /// Poll `GET path` until `accept` holds for (status, body).
@@ -74,9 +74,21 @@ fn metrics_and_probes_on_the_client_and_metrics_urls() {
     let log = c.members[0].log();
     assert!(log.contains("leader changed"), "{log}");
     assert!(log.contains("request took too long"), "{log}");
-    // A gRPC service keel does not serve (Auth) still answers gRPC's Unimplemented.
-    let err = fails(c.ctl(&["user", "list"]));
-    assert!(err.contains("Unimplemented"), "{err}");
+    // A gRPC service keel does not serve (etcd's v3election) still answers gRPC's
+    // Unimplemented, not HTTP's 404.
+    let endpoint = c.members[0].endpoint();
+    let err = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut client = etcd_client::Client::connect([endpoint], None)
+            .await
+            .unwrap();
+        client.campaign("election", "me", 0).await.unwrap_err()
+    });
+    match err {
+        etcd_client::Error::GRpcStatus(status) => {
+            assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+        }
+        other => panic!("expected a gRPC status, got {other:?}"),
+    }
 }
 
 #[test]

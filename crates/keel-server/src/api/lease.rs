@@ -1,6 +1,6 @@
 //! etcd's Lease service: grant, revoke, keep-alive (a stream), time-to-live, list.
 
-use super::{current_header, to_status};
+use super::{current_header, to_status, ApiLimits};
 use crate::convert;
 use crate::pb::etcdserverpb as pb;
 use futures_util::StreamExt;
@@ -18,12 +18,14 @@ const KEEP_ALIVE_BUFFER: usize = 16;
 #[derive(Clone, Debug)]
 pub struct LeaseService {
     node: Arc<Node>,
+    limits: ApiLimits,
 }
 
 impl LeaseService {
-    /// The service on `node`.
-    pub fn new(node: Arc<Node>) -> Self {
-        LeaseService { node }
+    /// The service on `node`; a keep-alive stream renews at most
+    /// `limits.keep_alive_leases_per_stream_max` distinct leases.
+    pub fn new(node: Arc<Node>, limits: ApiLimits) -> Self {
+        LeaseService { node, limits }
     }
 }
 
@@ -58,9 +60,16 @@ async fn keep_alive_loop(
     node: Arc<Node>,
     mut inbound: Streaming<pb::LeaseKeepAliveRequest>,
     tx: mpsc::Sender<Result<pb::LeaseKeepAliveResponse, Status>>,
+    leases_max: usize,
 ) {
+    let mut seen = std::collections::HashSet::new();
     while let Some(Ok(request)) = inbound.next().await {
-        let reply = keep_alive_once(&node, request.id).await;
+        let reply = if seen.len() >= leases_max && !seen.contains(&request.id) {
+            Err(Status::resource_exhausted(crate::status::TOO_MANY_REQUESTS))
+        } else {
+            seen.insert(request.id);
+            keep_alive_once(&node, request.id).await
+        };
         let failed = reply.is_err();
         if tx.send(reply).await.is_err() || failed {
             return;
@@ -115,7 +124,13 @@ impl pb::lease_server::Lease for LeaseService {
         let node = Arc::new(super::caller(&self.node, &request).await?);
         crate::status::refuse_on_learner(&node)?;
         let (tx, rx) = mpsc::channel(KEEP_ALIVE_BUFFER);
-        tokio::spawn(keep_alive_loop(Arc::clone(&node), request.into_inner(), tx));
+        let leases_max = self.limits.keep_alive_leases_per_stream_max;
+        tokio::spawn(keep_alive_loop(
+            Arc::clone(&node),
+            request.into_inner(),
+            tx,
+            leases_max,
+        ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 

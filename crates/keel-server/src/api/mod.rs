@@ -63,6 +63,11 @@ pub struct ApiLimits {
     /// Period of the progress notifications sent to watchers that asked for them (etcd's
     /// default: 10 minutes).
     pub watch_progress_interval: Duration,
+    /// Most watchers on one Watch stream (`--max-watchers-per-stream`).
+    pub watchers_per_stream_max: usize,
+    /// Most distinct leases renewed over one keep-alive stream
+    /// (`--max-leases-per-keepalive-stream`).
+    pub keep_alive_leases_per_stream_max: usize,
 }
 
 impl Default for ApiLimits {
@@ -71,6 +76,8 @@ impl Default for ApiLimits {
             txn_ops_max: keel_storage::limits::TXN_OPS_MAX,
             request_bytes_max: keel_storage::limits::REQUEST_BYTES_MAX,
             watch_progress_interval: Duration::from_secs(600),
+            watchers_per_stream_max: 100_000,
+            keep_alive_leases_per_stream_max: 100_000,
         }
     }
 }
@@ -98,7 +105,7 @@ pub fn routes(node: Arc<Node>, limits: ApiLimits) -> tonic::service::Routes {
         .max_decoding_message_size(decode_max);
     let watch = WatchServer::new(WatchService::new(Arc::clone(&node), limits))
         .max_decoding_message_size(decode_max);
-    let lease = LeaseServer::new(LeaseService::new(Arc::clone(&node)))
+    let lease = LeaseServer::new(LeaseService::new(Arc::clone(&node), limits))
         .max_decoding_message_size(decode_max);
     let cluster = ClusterServer::new(ClusterService::new(Arc::clone(&node)))
         .max_decoding_message_size(decode_max);

@@ -165,7 +165,17 @@ impl Session {
             Ok(h) => h,
             Err(status) => return self.send(Err(status)).await,
         };
-        let Some(id) = self.choose_id(create.watch_id) else {
+        // choose_id drops finished watchers first, so the count is of live ones.
+        let chosen = self.choose_id(create.watch_id);
+        if self.watchers.len() >= self.limits.watchers_per_stream_max {
+            return self
+                .send(Ok(refused(
+                    header,
+                    crate::status::TOO_MANY_REQUESTS.to_owned(),
+                )))
+                .await;
+        }
+        let Some(id) = chosen else {
             return self
                 .send(Ok(refused(header, DUPLICATE_WATCH_ID.to_owned())))
                 .await;
