@@ -59,21 +59,29 @@ impl LeaseDriver {
         let mut metrics = self.raft.metrics();
         let mut ticks = tokio::time::interval(self.lease.tick_interval());
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut was_leading = None;
         loop {
-            tokio::select! {
-                _ = ticks.tick() => {}
+            let ticked = tokio::select! {
+                _ = ticks.tick() => true,
                 changed = metrics.changed() => {
                     if changed.is_err() {
                         return;
                     }
+                    false
                 }
-            }
+            };
             let leading = {
                 let m = metrics.borrow_watched();
                 m.state == ServerState::Leader
                     && m.current_leader == Some(self.id)
                     && m.last_applied.as_ref().map(term_of) == Some(m.current_term)
             };
+            // Metrics change with every applied entry: between ticks, only a change of
+            // leadership needs a step (promote or demote at once).
+            if !ticked && was_leading == Some(leading) {
+                continue;
+            }
+            was_leading = Some(leading);
             let any = !self.lease.with_lessor(|lessor| lessor.is_empty());
             let lease_valid = leading && any && self.leader_lease_valid().await;
             if let Flow::Stop = self.step(leading, lease_valid).await {
