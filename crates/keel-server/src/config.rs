@@ -80,6 +80,10 @@ pub struct Flags {
     /// Require members dialing in to present a certificate signed by the peer CA.
     #[arg(long, env = "KEEL_PEER_CLIENT_CERT_AUTH", default_value_t = false)]
     pub peer_client_cert_auth: bool,
+    /// Accept only members whose peer certificate has this common name (needs
+    /// `--peer-client-cert-auth`).
+    #[arg(long, env = "KEEL_PEER_CERT_ALLOWED_CN", default_value = "")]
+    pub peer_cert_allowed_cn: String,
     /// More URLs to serve `/metrics` and the health endpoints on (comma-separated; they are
     /// always served on the client URLs too).
     #[arg(long, env = "KEEL_LISTEN_METRICS_URLS", default_value = "")]
@@ -272,6 +276,8 @@ pub struct ServerConfig {
     pub client_tls: Option<crate::tls::TlsFiles>,
     /// TLS of the peer listeners and of the connections to other members.
     pub peer_tls: Option<crate::tls::TlsFiles>,
+    /// `--peer-cert-allowed-cn`.
+    pub peer_cert_allowed_cn: Option<String>,
     /// Raft heartbeat interval.
     pub heartbeat_interval: Duration,
     /// Raft election timeout.
@@ -435,6 +441,12 @@ impl Flags {
             client_cert_auth: self.peer_client_cert_auth,
             prefix: "peer-",
         })?;
+        if !self.peer_cert_allowed_cn.is_empty() && !self.peer_client_cert_auth {
+            return Err(ConfigError::Tls {
+                flag: "peer-cert-allowed-cn".into(),
+                reason: "needs --peer-client-cert-auth (members must present certificates)".into(),
+            });
+        }
         Ok((client, peer))
     }
 
@@ -546,6 +558,8 @@ impl Flags {
             )?,
             client_tls,
             peer_tls,
+            peer_cert_allowed_cn: Some(self.peer_cert_allowed_cn.clone())
+                .filter(|cn| !cn.is_empty()),
             metrics_addrs: match self.listen_metrics_urls.trim() {
                 "" => Vec::new(),
                 urls => listen_addrs("--listen-metrics-urls", urls, false)?,

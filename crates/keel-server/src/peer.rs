@@ -333,6 +333,8 @@ impl HandlerSlot {
 pub struct PeerServer {
     handler: HandlerSlot,
     traffic: PeerTraffic,
+    /// `--peer-cert-allowed-cn`: the only common name a member's certificate may carry.
+    allowed_cn: Option<String>,
 }
 
 impl PeerServer {
@@ -341,6 +343,27 @@ impl PeerServer {
         PeerServer {
             handler,
             traffic: PeerTraffic::default(),
+            allowed_cn: None,
+        }
+    }
+
+    /// Accept only members whose (verified) certificate has common name `cn`
+    /// (`--peer-cert-allowed-cn`); others get `PermissionDenied`.
+    #[must_use]
+    pub fn with_allowed_cn(mut self, cn: Option<String>) -> Self {
+        self.allowed_cn = cn;
+        self
+    }
+
+    fn check_cn<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let Some(allowed) = &self.allowed_cn else {
+            return Ok(());
+        };
+        match crate::tls::peer_common_name(request) {
+            Some(cn) if &cn == allowed => Ok(()),
+            found => Err(Status::permission_denied(format!(
+                "peer certificate common name {found:?} is not the allowed {allowed:?}"
+            ))),
         }
     }
 
@@ -391,6 +414,7 @@ impl PeerServer {
 #[tonic::async_trait]
 impl Peer for PeerServer {
     async fn send(&self, request: Request<Frame>) -> Result<Response<Frame>, Status> {
+        self.check_cn(&request)?;
         let frame = request.into_inner();
         self.serve(frame.from, frame.to, &frame.payload).await
     }
@@ -399,6 +423,7 @@ impl Peer for PeerServer {
         &self,
         request: Request<Streaming<Frame>>,
     ) -> Result<Response<Frame>, Status> {
+        self.check_cn(&request)?;
         let mut stream = request.into_inner();
         let (mut from, mut to) = (0, 0);
         let mut payload: Vec<u8> = Vec::new();

@@ -142,11 +142,14 @@ pub async fn start(config: &ServerConfig) -> Result<RunningServer, ServerError> 
     // Members open a handful of streams each; clients are bounded by the flag.
     let peer_server = server_builder(config.peer_tls.as_ref(), u32::MAX)?;
     let client_server = server_builder(config.client_tls.as_ref(), config.max_concurrent_streams)?;
+    let peer_service = PeerServer::new(slot.clone())
+        .with_traffic(traffic.clone())
+        .with_allowed_cn(config.peer_cert_allowed_cn.clone())
+        .into_service();
     serve_peers(
         peer_server,
         peer_listeners,
-        &slot,
-        &traffic,
+        &peer_service,
         &stopped,
         &mut tasks,
     );
@@ -249,14 +252,10 @@ fn serve_clients(
 fn serve_peers(
     server: tonic::transport::Server,
     listeners: Vec<TcpListener>,
-    slot: &HandlerSlot,
-    traffic: &PeerTraffic,
+    peer_service: &crate::pb::keelpeer::peer_server::PeerServer<PeerServer>,
     stopped: &tokio::sync::watch::Receiver<bool>,
     tasks: &mut Vec<ServeTask>,
 ) {
-    let peer_service = PeerServer::new(slot.clone())
-        .with_traffic(traffic.clone())
-        .into_service();
     for l in listeners {
         let mut stopped = stopped.clone();
         let service = peer_service.clone();

@@ -138,3 +138,27 @@ impl TlsFiles {
         config
     }
 }
+
+/// The subject common name of the first certificate a client presented on a TLS connection
+/// (already verified against the trusted CA by the handshake); `None` without TLS, without a
+/// certificate, or when the certificate has no CN.
+pub fn peer_common_name<T>(request: &tonic::Request<T>) -> Option<String> {
+    let certs = request.peer_certs()?;
+    common_name(certs.first()?.as_ref())
+}
+
+/// The subject common name of a DER certificate.
+pub fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod cn_tests {
+    #[test]
+    fn garbage_is_no_name() {
+        assert_eq!(super::common_name(b"not a certificate"), None);
+        assert_eq!(super::common_name(&[]), None);
+    }
+}

@@ -78,6 +78,43 @@ fn path(dir: &Path, file: &str) -> String {
     dir.join(file).to_str().unwrap().to_owned()
 }
 
+/// With auth enabled, the certificate's common name (root) is the user of requests that
+/// carry no token, as in etcd.
+fn auth_by_certificate_common_name(endpoint: &str, tls: &[&str]) {
+    fn with_tls<'a>(tls: &[&'a str], args: &[&'a str]) -> Vec<&'a str> {
+        [tls, args].concat()
+    }
+    ok(ctl(
+        endpoint,
+        &with_tls(tls, &["user", "add", "root", "--no-password"]),
+        None,
+    ));
+    ok(ctl(
+        endpoint,
+        &with_tls(tls, &["user", "add", "other:pw"]),
+        None,
+    ));
+    ok(ctl(endpoint, &with_tls(tls, &["auth", "enable"]), None));
+    ok(ctl(
+        endpoint,
+        &with_tls(tls, &["put", "as-root", "by certificate"]),
+        None,
+    ));
+    let users = ok(ctl(endpoint, &with_tls(tls, &["user", "list"]), None));
+    assert_eq!(users, "other\nroot\n");
+    // A token names its own user: `other` has no role.
+    let err = String::from_utf8(
+        ctl(
+            endpoint,
+            &with_tls(tls, &["--user", "other:pw", "get", "secret"]),
+            None,
+        )
+        .stderr,
+    )
+    .unwrap();
+    assert!(err.contains("permission denied"), "{err}");
+}
+
 #[test]
 fn client_tls_with_client_certificates() {
     let root = tempfile::tempdir().unwrap();
@@ -123,6 +160,8 @@ fn client_tls_with_client_certificates() {
     ));
     assert_eq!(got, "v\n");
 
+    auth_by_certificate_common_name(&endpoint, &tls);
+
     // Without a client certificate, or without TLS at all, nothing is served.
     let out = ctl(
         &endpoint,
@@ -137,6 +176,30 @@ fn client_tls_with_client_certificates() {
         root,
         members: vec![m],
     };
+}
+
+/// One peer message sent with the client certificate (CN=root): the error it gets.
+fn peer_call_with_client_certificate(certs: &Path, peer_url: String) -> tonic::Status {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let read = |f: &str| std::fs::read(certs.join(f)).unwrap();
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(read("ca.pem")))
+            .identity(tonic::transport::Identity::from_pem(
+                read("client.pem"),
+                read("client.key"),
+            ));
+        let channel = tonic::transport::Channel::from_shared(peer_url)
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        keel_server::pb::keelpeer::peer_client::PeerClient::new(channel)
+            .send(keel_server::pb::keelpeer::Frame::default())
+            .await
+            .unwrap_err()
+    })
 }
 
 #[test]
@@ -167,6 +230,8 @@ fn peer_tls_between_three_members() {
             "--peer-trusted-ca-file",
             &ca,
             "--peer-client-cert-auth",
+            "--peer-cert-allowed-cn",
+            "keel-member",
         ]);
     }
     let c = Cluster { root, members };
@@ -188,6 +253,12 @@ fn peer_tls_between_three_members() {
     }
     let list = ok(c.ctl(&["member", "list"]));
     assert!(list.contains("https://127.0.0.1"), "{list}");
+
+    // A certificate from the same CA with another common name (the client's, CN=root) is
+    // refused by the peer service: --peer-cert-allowed-cn.
+    let status = peer_call_with_client_certificate(&certs, c.members[0].peer_url());
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("common name"), "{status:?}");
 }
 
 #[test]
@@ -195,7 +266,11 @@ fn tls_flags_are_checked_before_anything_starts() {
     let root = tempfile::tempdir().unwrap();
     let certs = certificates(root.path());
     let data = root.path().join("never");
-    let cases: [(Vec<String>, &str); 4] = [
+    let cases: [(Vec<String>, &str); 5] = [
+        (
+            vec!["--peer-cert-allowed-cn".into(), "keel-member".into()],
+            "needs --peer-client-cert-auth",
+        ),
         (
             vec!["--cert-file".into(), path(&certs, "member.pem")],
             "key-file",

@@ -137,11 +137,18 @@ async fn current_header(node: &Node) -> Result<ResponseHeader, Status> {
 ///
 /// # Errors
 /// `Unauthenticated` "etcdserver: invalid auth token" for an unknown or expired token.
+/// Without a token, the common name of a verified client certificate names the user, as in
+/// etcd.
 pub(crate) async fn caller<T>(node: &Node, request: &tonic::Request<T>) -> Result<Node, Status> {
     let token = request
         .metadata()
         .get(TOKEN_METADATA)
         .and_then(|v| v.to_str().ok());
+    if token.is_none() {
+        if let Some(cn) = crate::tls::peer_common_name(request) {
+            return Ok(node.with_verified_user(&cn));
+        }
+    }
     node.with_token(token).await.map_err(to_status)
 }
 
