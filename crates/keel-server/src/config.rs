@@ -179,8 +179,9 @@ pub struct Flags {
     /// Log client requests that take longer than this (a Go-style duration: `100ms`, `1s`).
     #[arg(long, env = "KEEL_WARNING_APPLY_DURATION", default_value = "100ms")]
     pub warning_apply_duration: String,
-    /// Auth token kind: `simple` (random tokens kept by every member). etcd's `jwt,...` is
-    /// refused with an error: keel does not issue JWTs yet.
+    /// Auth token kind: `simple` (random tokens kept by every member) or
+    /// `jwt,priv-key=<file>,pub-key=<file>,sign-method=<RS256|ES256|HS256|...>,ttl=<5m>`
+    /// (signed tokens any member checks; HS* methods take the secret from `priv-key`).
     #[arg(long, env = "KEEL_AUTH_TOKEN", default_value = "simple")]
     pub auth_token: String,
     /// Seconds an unused auth token stays valid.
@@ -599,15 +600,20 @@ impl Flags {
 impl Flags {
     /// `--auth-token`, `--auth-token-ttl`, `--bcrypt-cost`.
     fn auth_config(&self) -> Result<keel::AuthConfig, ConfigError> {
-        let kind = self.auth_token.split(',').next().unwrap_or_default();
-        if kind != "simple" {
-            return Err(ConfigError::Invalid {
+        let mut parts = self.auth_token.split(',');
+        let jwt = match parts.next().unwrap_or_default() {
+            "simple" => None,
+            "jwt" => Some(jwt_config(parts).map_err(|reason| ConfigError::Invalid {
                 flag: "auth-token",
-                reason: format!(
-                    "{kind:?} tokens are not supported (keel issues simple tokens only)"
-                ),
-            });
-        }
+                reason,
+            })?),
+            other => {
+                return Err(ConfigError::Invalid {
+                    flag: "auth-token",
+                    reason: format!("{other:?} is neither simple nor jwt"),
+                })
+            }
+        };
         if !(4..=31).contains(&self.bcrypt_cost) {
             return Err(ConfigError::Invalid {
                 flag: "bcrypt-cost",
@@ -623,8 +629,32 @@ impl Flags {
         Ok(keel::AuthConfig {
             token_ttl: Duration::from_secs(self.auth_token_ttl),
             bcrypt_cost: self.bcrypt_cost,
+            jwt,
         })
     }
+}
+
+/// etcd's JWT options: `priv-key=`, `pub-key=`, `sign-method=`, `ttl=` (default 5m).
+fn jwt_config<'a>(options: impl Iterator<Item = &'a str>) -> Result<keel::JwtConfig, String> {
+    let (mut private, mut public, mut method, mut ttl) = (None, None, None, "5m");
+    for option in options {
+        let (key, value) = option
+            .split_once('=')
+            .ok_or_else(|| format!("jwt option {option:?} is not key=value"))?;
+        match key {
+            "priv-key" => private = Some(value),
+            "pub-key" => public = Some(value),
+            "sign-method" => method = Some(value),
+            "ttl" => ttl = value,
+            other => return Err(format!("unknown jwt option {other:?}")),
+        }
+    }
+    let read = |path: &str| std::fs::read(path).map_err(|e| format!("{path}: {e}"));
+    let private = read(private.ok_or("jwt needs priv-key=<file>")?)?;
+    let public = public.map(read).transpose()?;
+    let method = method.ok_or("jwt needs sign-method=<RS256|ES256|HS256|...>")?;
+    let ttl = go_duration(ttl)?;
+    keel::JwtConfig::new(method, private, public, ttl).map_err(|e| e.to_string())
 }
 
 /// A Go-style duration: one or more `<integer><unit>` with units `h`, `m`, `s`, `ms`, `us`,
@@ -683,6 +713,12 @@ mod tests {
         assert!(err.to_string().contains("warning-apply-duration"), "{err}");
         for (flag, value) in [
             ("--auth-token", "jwt,pub-key=a"),
+            (
+                "--auth-token",
+                "jwt,priv-key=/nonexistent,sign-method=HS256",
+            ),
+            ("--auth-token", "jwt,sign-method=XX1,priv-key=/dev/null"),
+            ("--auth-token", "oauth"),
             ("--bcrypt-cost", "3"),
             ("--auth-token-ttl", "0"),
         ] {

@@ -364,7 +364,7 @@ fn builder(config: &ServerConfig, id: MemberId, network: &Arc<GrpcNetwork>) -> N
         .network(Arc::clone(network) as Arc<dyn keel::Network>)
         .slow_request_threshold(config.slow_request)
         .quota_backend_bytes(config.quota_backend_bytes)
-        .auth(config.auth)
+        .auth(config.auth.clone())
         .mvcc_limits(keel_storage::MvccLimits {
             key_bytes_max: config.max_request_bytes,
             value_bytes_max: config.max_request_bytes,

@@ -231,3 +231,39 @@ fn nested_txns_and_watches_with_the_rust_client() {
         );
     });
 }
+
+/// `--auth-token jwt,...` with RS256 keys made by openssl: etcdctl authenticates and is
+/// served with the signed token.
+#[test]
+fn jwt_tokens_with_etcdctl() {
+    let keys = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .current_dir(keys.path())
+            .args(args)
+            .output()
+            .expect("the openssl command line (apt: openssl)");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        "jwt.key",
+    ]);
+    run(&["pkey", "-in", "jwt.key", "-pubout", "-out", "jwt.pub"]);
+    let flag = format!(
+        "jwt,pub-key={},priv-key={},sign-method=RS256,ttl=10m",
+        keys.path().join("jwt.pub").display(),
+        keys.path().join("jwt.key").display()
+    );
+    let c = Cluster::solo(&["--auth-token", &flag, "--bcrypt-cost", "4"]);
+    set_up(&c);
+    allowed(&c, "rw:rwpw", &["put", "/app/k", "v"]);
+    denied(&c, "rw:rwpw", &["get", "/zzz"]);
+    let out = ok(as_user(&c, ROOT, &["get", "/app/k", "--print-value-only"]));
+    assert_eq!(out, "v\n");
+}

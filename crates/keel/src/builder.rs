@@ -124,13 +124,16 @@ pub struct NodeBuilder {
 /// let builder = keel::Node::builder(keel_types::MemberId::new(1)).auth(config);
 /// # drop(builder);
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct AuthConfig {
     /// How long a token lives without being used (etcd: 300 s).
     pub token_ttl: Duration,
     /// bcrypt cost of password hashes, 4..=31 (etcd: 10). Each step doubles the time an
     /// authentication takes, for users and for password guessers alike.
     pub bcrypt_cost: u32,
+    /// Sign JWT tokens with these keys instead of issuing simple tokens (etcd's
+    /// `--auth-token jwt,...`); `token_ttl` then does not apply (the JWT's own ttl does).
+    pub jwt: Option<crate::auth::JwtConfig>,
 }
 
 impl Default for AuthConfig {
@@ -138,6 +141,7 @@ impl Default for AuthConfig {
         AuthConfig {
             token_ttl: Duration::from_secs(300),
             bcrypt_cost: keel_auth::limits::BCRYPT_COST_DEFAULT,
+            jwt: None,
         }
     }
 }
@@ -365,7 +369,7 @@ impl NodeBuilder {
         let (engine, kept_cluster_id) = open_engine(self.storage, self.force_new_cluster)?;
         let (store, log) = open_store_and_log(&engine, self.mvcc_limits)?;
         let lease = Arc::new(open_lease(engine.as_ref(), lessor, &self.clock)?);
-        let auth = Arc::new(open_auth(engine.as_ref(), &self.clock, self.auth)?);
+        let auth = Arc::new(open_auth(engine.as_ref(), &self.clock, self.auth.clone())?);
         let cluster_id = match &join {
             None => {
                 let id = kept_cluster_id
@@ -618,13 +622,7 @@ fn open_auth(
     clock: &Arc<dyn keel_types::Clock>,
     config: AuthConfig,
 ) -> Result<crate::auth::AuthGate, NodeError> {
-    crate::auth::AuthGate::open(
-        engine,
-        Arc::clone(clock),
-        config.token_ttl,
-        config.bcrypt_cost,
-    )
-    .map_err(NodeError::Auth)
+    crate::auth::AuthGate::open(engine, Arc::clone(clock), config).map_err(NodeError::Auth)
 }
 
 /// The lessor, recovered from `engine`.

@@ -58,7 +58,7 @@ mod request;
 mod response;
 mod watch;
 
-pub use auth::{AuthRequest, Caller};
+pub use auth::{AuthRequest, Caller, JwtConfig};
 pub use builder::{AuthConfig, NodeBuilder, SnapshotPolicy, Timings};
 pub use error::NodeError;
 pub use keel_auth::{AuthError, Permission, PermissionKind, Role, User};

@@ -374,3 +374,98 @@ async fn cluster_tokens_work_everywhere_and_revokes_apply_in_log_order() {
         n.shutdown().await;
     }
 }
+
+/// ES256 keys made by the openssl command line: (private PKCS#8 PEM, public PEM).
+fn es256_keys(dir: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("the openssl command line (apt: openssl)");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        "jwt.key",
+    ]);
+    run(&["pkey", "-in", "jwt.key", "-pubout", "-out", "jwt.pub"]);
+    (
+        std::fs::read(dir.join("jwt.key")).unwrap(),
+        std::fs::read(dir.join("jwt.pub")).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "JWT expiry is wall-clock Unix time"
+)]
+async fn jwt_tokens_are_checked_by_signature_on_every_member() {
+    let keys = tempfile::tempdir().unwrap();
+    let (private, public) = es256_keys(keys.path());
+    let jwt = |ttl| keel::JwtConfig::new("ES256", private.clone(), Some(public.clone()), ttl);
+    let net = InMemoryNetwork::new();
+    let ids: Vec<MemberId> = (1..=3).map(MemberId::new).collect();
+    let mut nodes = Vec::new();
+    for id in &ids {
+        let ttl = Duration::from_secs(if id.get() == 3 { 1 } else { 300 });
+        let node = NodeBuilder::new(*id)
+            .name(format!("n{id}"))
+            .initial_members(ids.iter().map(|i| (*i, format!("n{i}"))))
+            .network(net.endpoint(*id))
+            .auth(AuthConfig {
+                jwt: Some(jwt(ttl).unwrap()),
+                ..fast_hashes()
+            })
+            .start()
+            .await
+            .unwrap();
+        net.register(*id, node.peer_handler());
+        nodes.push(node);
+    }
+    for n in &nodes {
+        n.wait_for_leader(DEADLINE).await.unwrap();
+    }
+    set_up(&nodes[0]).await;
+    // Signed by member 1, accepted by member 2 (nothing was replicated for it).
+    let token = nodes[0].authenticate("app", APP_PW).await.unwrap().body;
+    assert_eq!(token.split('.').count(), 3, "{token}");
+    let app = nodes[1].with_token(Some(&token)).await.unwrap();
+    app.put(&b"app/jwt"[..], &b"v"[..]).await.unwrap();
+    assert!(denied(
+        app.put(&b"cfg/jwt"[..], &b"v"[..]).await.unwrap_err()
+    ));
+    // Keys that do not pair are refused at start; a tampered token is refused.
+    let other_keys = tempfile::tempdir().unwrap();
+    let (_, other_public) = es256_keys(other_keys.path());
+    let ttl = Duration::from_secs(60);
+    assert!(keel::JwtConfig::new("ES256", private.clone(), Some(other_public), ttl).is_err());
+    let mut tampered = token.clone();
+    tampered.insert(token.find('.').unwrap() + 2, 'x');
+    for bad in [tampered.as_str(), "a.b.c"] {
+        assert_eq!(
+            nodes[2].with_token(Some(bad)).await.unwrap_err(),
+            NodeError::Auth(AuthError::InvalidAuthToken)
+        );
+    }
+    // Member 3 signs with a 1 s lifetime: its token stops working once expired.
+    let short = nodes[2].authenticate("app", APP_PW).await.unwrap().body;
+    nodes[0].with_token(Some(&short)).await.unwrap();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while nodes[0].with_token(Some(&short)).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the token never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}

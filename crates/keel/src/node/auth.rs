@@ -161,6 +161,13 @@ impl Node {
             tracing::warn!(user, "authentication failed");
             return Err(NodeError::Auth(AuthError::AuthFailed));
         }
+        if let Some(jwt) = &auth.jwt {
+            let revision = auth.with_state(keel_auth::AuthState::revision);
+            return Ok(Response {
+                header: self.current_header()?,
+                body: jwt.sign(user, revision).map_err(NodeError::Auth)?,
+            });
+        }
         let token = new_token().map_err(NodeError::Auth)?;
         let issue = Request::Auth(AuthRequest::IssueToken {
             user: user.to_owned(),

@@ -38,8 +38,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, ()> for Builder {
             crate::auth::AuthGate::open(
                 engine.as_ref(),
                 Arc::new(keel_types::ManualClock::new()),
-                std::time::Duration::from_secs(300),
-                4,
+                crate::AuthConfig::default(),
             )
             .map_err(|e| {
                 io(keel_storage::StorageError::Corrupted {

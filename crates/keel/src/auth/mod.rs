@@ -23,6 +23,9 @@
 //! 3. The token table is member-local and never persisted: it holds digests, users and
 //!    expiry instants of this member's clock.
 
+mod jwt;
+pub use jwt::JwtConfig;
+
 use crate::lease::LeaseState;
 use crate::request::{Applied, Request};
 use bytes::Bytes;
@@ -191,6 +194,8 @@ pub(crate) struct AuthGate {
     tokens: Mutex<HashMap<[u8; 32], Token>>,
     clock: Arc<dyn Clock>,
     token_ttl: Duration,
+    /// JWT tokens instead of simple ones.
+    pub(crate) jwt: Option<JwtConfig>,
     pub(crate) bcrypt_cost: u32,
     /// One password check at a time: a brute-force client queues behind its own attempts
     /// (bcrypt is slow on purpose) instead of taking every core.
@@ -225,9 +230,13 @@ impl AuthGate {
     pub(crate) fn open(
         engine: &dyn Engine,
         clock: Arc<dyn Clock>,
-        token_ttl: Duration,
-        bcrypt_cost: u32,
+        config: crate::AuthConfig,
     ) -> Result<Self, AuthError> {
+        let crate::AuthConfig {
+            token_ttl,
+            bcrypt_cost,
+            jwt,
+        } = config;
         let store = AuthStore::open(engine)?;
         let state = store.load(&*engine.view()?)?;
         Ok(AuthGate {
@@ -236,6 +245,7 @@ impl AuthGate {
             tokens: Mutex::new(HashMap::new()),
             clock,
             token_ttl,
+            jwt,
             bcrypt_cost,
             verify_gate: tokio::sync::Semaphore::new(1),
         })
@@ -345,6 +355,9 @@ impl AuthGate {
         let Some(token) = token.filter(|t| !t.is_empty()) else {
             return Ok(Principal::Anonymous);
         };
+        if let Some(jwt) = &self.jwt {
+            return self.resolve_jwt(jwt, token);
+        }
         let now = self.clock.now();
         let mut tokens = self.tokens.lock();
         let key = digest(token);
@@ -368,6 +381,19 @@ impl AuthGate {
             return Err(AuthError::InvalidAuthToken);
         }
         Ok(Principal::User(caller))
+    }
+
+    /// A JWT names its user and revision itself; only its signature and expiry are checked
+    /// (the revision is checked by each request, as for simple tokens).
+    fn resolve_jwt(&self, jwt: &JwtConfig, token: &str) -> Result<Principal, AuthError> {
+        let state = self.state.read();
+        match jwt.verify(token) {
+            Ok((user, revision)) if state.is_enabled() && state.user(&user).is_some() => {
+                Ok(Principal::User(Caller { user, revision }))
+            }
+            _ if !state.is_enabled() => Ok(Principal::Anonymous),
+            _ => Err(AuthError::InvalidAuthToken),
+        }
     }
 
     /// The caller behind a checked principal, with its token still current; `None` with
