@@ -173,6 +173,35 @@ async fn a_user_reads_writes_and_watches_inside_its_ranges_only() {
     node.shutdown().await;
 }
 
+/// Three members over an in-memory network, each with its auth settings, once each sees a
+/// leader.
+async fn three_members(auth: impl Fn(MemberId) -> AuthConfig) -> (InMemoryNetwork, Vec<Node>) {
+    let net = InMemoryNetwork::new();
+    let ids: Vec<MemberId> = (1..=3).map(MemberId::new).collect();
+    let mut nodes = Vec::new();
+    for id in &ids {
+        let node = NodeBuilder::new(*id)
+            .name(format!("n{id}"))
+            .initial_members(ids.iter().map(|i| (*i, format!("n{i}"))))
+            .network(net.endpoint(*id))
+            .timings(Timings {
+                heartbeat_interval: Duration::from_millis(50),
+                election_timeout: Duration::from_millis(300),
+                request_timeout: Duration::from_secs(2),
+            })
+            .auth(auth(*id))
+            .start()
+            .await
+            .unwrap();
+        net.register(*id, node.peer_handler());
+        nodes.push(node);
+    }
+    for n in &nodes {
+        n.wait_for_leader(DEADLINE).await.unwrap();
+    }
+    (net, nodes)
+}
+
 fn txn(compare_key: &'static [u8], success: Vec<RequestOp>, failure: Vec<RequestOp>) -> TxnRequest {
     TxnRequest {
         compare: vec![Compare {
@@ -315,29 +344,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_tokens_work_everywhere_and_revokes_apply_in_log_order() {
-    let net = InMemoryNetwork::new();
-    let ids: Vec<MemberId> = (1..=3).map(MemberId::new).collect();
-    let mut nodes = Vec::new();
-    for id in &ids {
-        let node = NodeBuilder::new(*id)
-            .name(format!("n{id}"))
-            .initial_members(ids.iter().map(|i| (*i, format!("n{i}"))))
-            .network(net.endpoint(*id))
-            .timings(Timings {
-                heartbeat_interval: Duration::from_millis(50),
-                election_timeout: Duration::from_millis(300),
-                request_timeout: Duration::from_secs(2),
-            })
-            .auth(fast_hashes())
-            .start()
-            .await
-            .unwrap();
-        net.register(*id, node.peer_handler());
-        nodes.push(node);
-    }
-    for n in &nodes {
-        n.wait_for_leader(DEADLINE).await.unwrap();
-    }
+    let (_net, nodes) = three_members(|_| fast_hashes()).await;
     set_up(&nodes[0]).await;
     // A token issued through member 1 works on members 2 and 3.
     let token = nodes[0].authenticate("app", APP_PW).await.unwrap().body;
@@ -410,28 +417,14 @@ async fn jwt_tokens_are_checked_by_signature_on_every_member() {
     let keys = tempfile::tempdir().unwrap();
     let (private, public) = es256_keys(keys.path());
     let jwt = |ttl| keel::JwtConfig::new("ES256", private.clone(), Some(public.clone()), ttl);
-    let net = InMemoryNetwork::new();
-    let ids: Vec<MemberId> = (1..=3).map(MemberId::new).collect();
-    let mut nodes = Vec::new();
-    for id in &ids {
+    let (_net, nodes) = three_members(|id| {
         let ttl = Duration::from_secs(if id.get() == 3 { 1 } else { 300 });
-        let node = NodeBuilder::new(*id)
-            .name(format!("n{id}"))
-            .initial_members(ids.iter().map(|i| (*i, format!("n{i}"))))
-            .network(net.endpoint(*id))
-            .auth(AuthConfig {
-                jwt: Some(jwt(ttl).unwrap()),
-                ..fast_hashes()
-            })
-            .start()
-            .await
-            .unwrap();
-        net.register(*id, node.peer_handler());
-        nodes.push(node);
-    }
-    for n in &nodes {
-        n.wait_for_leader(DEADLINE).await.unwrap();
-    }
+        AuthConfig {
+            jwt: Some(jwt(ttl).unwrap()),
+            ..fast_hashes()
+        }
+    })
+    .await;
     set_up(&nodes[0]).await;
     // Signed by member 1, accepted by member 2 (nothing was replicated for it).
     let token = nodes[0].authenticate("app", APP_PW).await.unwrap().body;
