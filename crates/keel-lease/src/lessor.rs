@@ -399,12 +399,15 @@ impl Lessor {
         self.wheel.schedule(handle, event_ms.div_ceil(self.tick_ms));
     }
 
-    /// Primary, after a renew: move the deadline to at least `now + TTL`. The wheel entry
-    /// stays where it is when its event is still at or before the new deadline (it will fire
-    /// early, find the deadline not reached and re-file itself): a renew then costs one
-    /// lookup and one slot write, no list surgery.
+    /// Primary, after a renew: the deadline becomes `now + TTL`, as in etcd. It may move
+    /// *earlier*: a deadline that a promotion padded with the grace (from a stale persisted
+    /// remaining TTL) is replaced, so a renewed lease expires TTL after its last renew, not
+    /// after the padded deadline (the liveness bound of the crate docs resets at each renew).
+    /// The wheel entry stays where it is when its event is still at or before the new
+    /// deadline (it will fire early, find the deadline not reached and re-file itself): a
+    /// renew then costs one lookup and one slot write, no list surgery.
     fn extend_expiry(&mut self, handle: Handle, slot: Slot, now_ms: u64) {
-        let expiry = slot.expiry_ms.max(now_ms.saturating_add(slot.ttl_ms()));
+        let expiry = now_ms.saturating_add(slot.ttl_ms());
         let event = self.wheel.deadline(handle);
         if event.is_none_or(|tick| tick > expiry.div_ceil(self.tick_ms)) {
             self.set_expiry(handle, expiry, now_ms);

@@ -363,6 +363,33 @@ fn random_runs_exercise_renews_and_voided_revokes() {
     assert!(voided > 0, "{voided} revokes voided");
 }
 
+/// Found by the property test: a promotion padded a lease's deadline with the grace (from
+/// the full TTL persisted by an earlier renew); the next renew kept that later deadline
+/// (`max`), so the lease expired 200 ms past TTL after its last renew. A renew now sets the
+/// deadline to exactly `now + TTL`.
+#[test]
+fn a_renew_after_a_promotion_resets_the_deadline_to_its_ttl() {
+    let term = |extra_ms, gap_ms, overlap_ms| Term {
+        extra_ms,
+        gap_ms,
+        overlap_ms,
+        next: 0,
+    };
+    let plan = Plan {
+        checkpoint_secs: 7,
+        ttls: vec![25, 38, 27],
+        renews: vec![vec![20_919, 25_112, 5_670], vec![], vec![]],
+        terms: vec![
+            term(2_351, 0, 0),
+            term(12_101, 51, 0),
+            term(8_551, 51, 0),
+            term(16_751, 1, 51),
+        ],
+        delays: vec![0; 11],
+    };
+    run(&plan);
+}
+
 #[test]
 fn frequent_short_leader_changes_still_expire_an_abandoned_lease() {
     let plan = Plan {
