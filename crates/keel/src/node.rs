@@ -221,12 +221,12 @@ impl Node {
         };
         let max_bytes = (running.store.limits().request_bytes_max)
             .saturating_add(crate::limits::REQUEST_ENVELOPE_BYTES);
-        request.check_size(max_bytes)?;
+        let len_bytes = request.check_size(max_bytes)?;
         running
             .consensus
             .check_backlog(crate::limits::APPLY_BACKLOG_ENTRIES_MAX)?;
         if request.grows_state() {
-            self.check_quota(&running)?;
+            self.check_quota(&running, quota::growth_bound(len_bytes))?;
         }
         let pending = crate::metrics::PendingProposal::new(&self.inner.metrics);
         let started = self.inner.metrics.now();

@@ -115,8 +115,9 @@ impl Request {
         crate::lease::named_leases(self)
     }
 
-    /// Refuse a request whose encoding exceeds [`REQUEST_BYTES_MAX`].
-    pub(crate) fn check_size(&self, max_bytes: usize) -> Result<(), NodeError> {
+    /// Refuse a request whose encoding exceeds [`REQUEST_BYTES_MAX`]; its encoded size
+    /// otherwise.
+    pub(crate) fn check_size(&self, max_bytes: usize) -> Result<usize, NodeError> {
         let len_bytes =
             postcard::experimental::serialized_size(self).map_err(|e| NodeError::Codec {
                 what: "request",
@@ -128,7 +129,7 @@ impl Request {
                 max_bytes,
             });
         }
-        Ok(())
+        Ok(len_bytes)
     }
 }
 

@@ -8,6 +8,13 @@
 //! itself at the next check: a compaction run while the alarm is raised also compacts the
 //! storage engine (etcd's defragment), so compacting and deleting is enough to recover.
 //!
+//! Measuring the state size reads RocksDB properties of every state column family, too much
+//! for every write. The check keeps the last measured size plus the encoded size of the
+//! writes admitted since, and measures again only when that estimate would cross the quota,
+//! when the measurement is older than [`SIZE_REFRESH`], or while the alarm is raised. The
+//! estimate only grows between measurements, so a write that would cross the quota is always
+//! checked against a fresh measurement.
+//!
 //! Deviations from etcd: etcd needs `etcdctl alarm disarm` after freeing space (keel clears
 //! the alarm itself), and etcd replicates alarms through Raft so every member refuses at
 //! once; in keel each member raises its own alarm from its own size (members hold the same
@@ -15,7 +22,19 @@
 
 use super::{Node, Running};
 use crate::error::NodeError;
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// What a write of `len_bytes` encoded bytes may add to the state at most, for the estimate:
+/// the key and value stored twice over (the MVCC record and its index entry) plus a fixed
+/// allowance for revision keys and metadata.
+pub(crate) fn growth_bound(len_bytes: usize) -> u64 {
+    (len_bytes as u64).saturating_mul(2).saturating_add(256)
+}
+
+/// How long a measured state size is trusted (with the writes admitted since added to it).
+pub(crate) const SIZE_REFRESH: Duration = Duration::from_millis(100);
 
 /// An alarm a member can raise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -30,6 +49,16 @@ pub enum Alarm {
 pub(crate) struct Quota {
     bytes: u64,
     nospace: AtomicBool,
+    estimate: Mutex<SizeEstimate>,
+}
+
+/// The last measured state size and what was admitted since.
+#[derive(Debug, Default)]
+struct SizeEstimate {
+    /// When it was measured (the injected clock); `None`: never.
+    at: Option<Duration>,
+    measured: u64,
+    added: u64,
 }
 
 impl Quota {
@@ -37,7 +66,33 @@ impl Quota {
         Quota {
             bytes,
             nospace: AtomicBool::new(false),
+            estimate: Mutex::new(SizeEstimate::default()),
         }
+    }
+
+    /// Admit a write of `len_bytes` on the estimate alone, if it is fresh, the alarm is
+    /// down, and the write cannot cross the quota.
+    fn admit_on_estimate(&self, now: Duration, len_bytes: u64) -> bool {
+        if self.nospace.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut e = self.estimate.lock();
+        let fresh = e.at.is_some_and(|at| now.saturating_sub(at) < SIZE_REFRESH);
+        let after = e.measured.saturating_add(e.added).saturating_add(len_bytes);
+        if fresh && after <= self.bytes {
+            e.added = e.added.saturating_add(len_bytes);
+            return true;
+        }
+        false
+    }
+
+    /// Record a measurement, counting the write about to be admitted.
+    fn measured(&self, now: Duration, size: u64, len_bytes: u64) {
+        *self.estimate.lock() = SizeEstimate {
+            at: Some(now),
+            measured: size,
+            added: len_bytes,
+        };
     }
 }
 
@@ -100,10 +155,12 @@ impl Node {
             .map_err(|e| NodeError::Raft {
                 detail: format!("defragment task: {e}"),
             })??;
-        self.check_quota(&running).map(|_| ()).or_else(|e| match e {
-            NodeError::NoSpace => Ok(()),
-            other => Err(other),
-        })
+        self.check_quota(&running, 0)
+            .map(|_| ())
+            .or_else(|e| match e {
+                NodeError::NoSpace => Ok(()),
+                other => Err(other),
+            })
     }
 
     /// The size the quota applies to: the replicated state, without the log.
@@ -114,11 +171,17 @@ impl Node {
             .size_bytes_of(&crate::raft::STATE_COLUMN_FAMILIES)?)
     }
 
-    /// Raise or clear NOSPACE from the current size; `Err(NoSpace)` while it is raised.
-    pub(super) fn check_quota(&self, running: &Running) -> Result<(), NodeError> {
+    /// Admit a write of `len_bytes` that may grow the state, or raise or clear NOSPACE from
+    /// a fresh measurement; `Err(NoSpace)` while it is raised.
+    pub(super) fn check_quota(&self, running: &Running, len_bytes: u64) -> Result<(), NodeError> {
         let quota = &self.inner.quota;
+        let now = self.inner.metrics.now();
+        if quota.admit_on_estimate(now, len_bytes) {
+            return Ok(());
+        }
         let size = Self::state_bytes(running)?;
         let over = size > quota.bytes;
+        quota.measured(now, size, if over { 0 } else { len_bytes });
         let was = quota.nospace.swap(over, Ordering::AcqRel);
         match (was, over) {
             (false, true) => {
