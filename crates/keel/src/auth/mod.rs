@@ -200,6 +200,9 @@ pub(crate) struct AuthGate {
     /// One password check at a time: a brute-force client queues behind its own attempts
     /// (bcrypt is slow on purpose) instead of taking every core.
     pub(crate) verify_gate: tokio::sync::Semaphore,
+    /// A hash of a random password at the configured cost, made on first need: what an
+    /// unknown user's password is checked against.
+    decoy: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for AuthGate {
@@ -248,7 +251,17 @@ impl AuthGate {
             jwt,
             bcrypt_cost,
             verify_gate: tokio::sync::Semaphore::new(1),
+            decoy: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The decoy hash (see the field).
+    pub(crate) fn decoy_hash(&self) -> Result<String, AuthError> {
+        if let Some(hash) = self.decoy.get() {
+            return Ok(hash.clone());
+        }
+        let hash = keel_auth::hash_password(&new_token()?[..32], self.bcrypt_cost)?;
+        Ok(self.decoy.get_or_init(|| hash).clone())
     }
 
     /// Replace the state with the one persisted in `engine` (after a snapshot install).

@@ -145,17 +145,19 @@ impl Node {
                 .acquire()
                 .await
                 .map_err(|_| NodeError::Stopped)?;
-            match hash {
-                Some(hash) => {
-                    let password = password.to_owned();
-                    tokio::task::spawn_blocking(move || {
-                        keel_auth::verify_password(&password, &hash)
-                    })
+            // An unknown user (or one without password) costs a bcrypt check too, against a
+            // hash nobody's password matches, so the answer time does not tell a guesser
+            // which names exist.
+            let (hash, known) = match hash {
+                Some(hash) => (hash, true),
+                None => (auth.decoy_hash().map_err(NodeError::Auth)?, false),
+            };
+            let password = password.to_owned();
+            let matched =
+                tokio::task::spawn_blocking(move || keel_auth::verify_password(&password, &hash))
                     .await
-                    .unwrap_or(false)
-                }
-                None => false,
-            }
+                    .unwrap_or(false);
+            known && matched
         };
         if !verified {
             tracing::warn!(user, "authentication failed");
