@@ -92,12 +92,5 @@ pub enum AuthError {
     Storage(#[from] keel_storage::StorageError),
 }
 
-impl AuthError {
-    /// Whether the error is a storage failure (stops the node) rather than a refusal.
-    pub fn is_fatal(&self) -> bool {
-        matches!(self, AuthError::Storage(_))
-    }
-}
-
 /// Result of auth operations.
 pub type Result<T, E = AuthError> = std::result::Result<T, E>;

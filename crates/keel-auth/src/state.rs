@@ -106,7 +106,9 @@ impl AuthState {
     fn bump(&mut self, change: Change) {
         self.revision += 1;
         self.changes.push(Change::Meta);
-        self.changes.push(change);
+        if change != Change::Meta {
+            self.changes.push(change);
+        }
     }
 
     /// Enable auth: the `root` user must exist and hold the `root` role (etcdctl's `auth
@@ -199,6 +201,10 @@ impl AuthState {
     pub fn user_grant_role(&mut self, user: &str, role: &str) -> Result<()> {
         check_name(user, AuthError::UserEmpty)?;
         check_name(role, AuthError::RoleEmpty)?;
+        // etcd's order: the user first, then the role.
+        if !self.users.contains_key(user) {
+            return Err(AuthError::UserNotFound);
+        }
         if role != ROOT && !self.roles.contains_key(role) {
             return Err(AuthError::RoleNotFound);
         }

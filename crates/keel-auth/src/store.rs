@@ -35,13 +35,14 @@ fn key(tag: u8, name: &str) -> Vec<u8> {
     k
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>> {
     let mut out = vec![FORMAT_VERSION];
-    // Serializing plain structs of strings, sets and vectors into a Vec cannot fail.
-    if let Ok(body) = postcard::to_stdvec(value) {
-        out.extend_from_slice(&body);
-    }
-    out
+    let body = postcard::to_stdvec(value).map_err(|e| StorageError::Corrupted {
+        what,
+        detail: format!("cannot encode: {e}"),
+    })?;
+    out.extend_from_slice(&body);
+    Ok(out)
 }
 
 fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
@@ -71,7 +72,7 @@ fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
 /// let mut auth = AuthState::default();
 /// auth.user_add("root", None)?;
 /// let mut batch = WriteBatch::default();
-/// store.stage(&mut batch, &mut auth);
+/// store.stage(&mut batch, &mut auth)?;
 /// engine.write(batch, Durability::Synced)?;
 /// assert_eq!(store.load(&*engine.view()?)?, auth);
 /// # Ok::<(), keel_auth::AuthError>(())
@@ -93,24 +94,32 @@ impl AuthStore {
     }
 
     /// Write the records `state` changed since the last stage into `batch`.
-    pub fn stage(&self, batch: &mut WriteBatch, state: &mut AuthState) {
+    ///
+    /// # Errors
+    /// A record that cannot be encoded (the batch must then not be committed).
+    pub fn stage(&self, batch: &mut WriteBatch, state: &mut AuthState) -> Result<()> {
         for change in state.drain_changes() {
             match change {
                 Change::Meta => batch.put(
                     self.cf,
                     vec![TAG_META],
-                    encode(&(state.enabled, state.revision)),
+                    encode("auth meta", &(state.enabled, state.revision))?,
                 ),
                 Change::User(name) => match state.users.get(&name) {
-                    Some(user) => batch.put(self.cf, key(TAG_USER, &name), encode(user)),
+                    Some(user) => {
+                        batch.put(self.cf, key(TAG_USER, &name), encode("auth user", user)?);
+                    }
                     None => batch.delete(self.cf, key(TAG_USER, &name)),
                 },
                 Change::Role(name) => match state.roles.get(&name) {
-                    Some(role) => batch.put(self.cf, key(TAG_ROLE, &name), encode(role)),
+                    Some(role) => {
+                        batch.put(self.cf, key(TAG_ROLE, &name), encode("auth role", role)?);
+                    }
                     None => batch.delete(self.cf, key(TAG_ROLE, &name)),
                 },
             }
         }
+        Ok(())
     }
 
     /// Load the whole state.
@@ -178,13 +187,13 @@ mod tests {
         auth.user_grant_role("u", "r").unwrap();
         auth.enable().unwrap();
         let mut batch = WriteBatch::default();
-        store.stage(&mut batch, &mut auth);
+        store.stage(&mut batch, &mut auth).unwrap();
         engine.write(batch, Durability::Synced).unwrap();
         assert_eq!(store.load(&*engine.view().unwrap()).unwrap(), auth);
         auth.role_delete("r").unwrap();
         auth.user_delete("u").unwrap();
         let mut batch = WriteBatch::default();
-        store.stage(&mut batch, &mut auth);
+        store.stage(&mut batch, &mut auth).unwrap();
         engine.write(batch, Durability::Synced).unwrap();
         let loaded = store.load(&*engine.view().unwrap()).unwrap();
         assert_eq!(loaded, auth);

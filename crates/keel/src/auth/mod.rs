@@ -123,6 +123,10 @@ pub enum AuthRequest {
         user: String,
         /// SHA-256 of the token.
         digest: [u8; 32],
+        /// The auth revision at which the password was checked: refused when applied if
+        /// users or roles changed since (a password changed meanwhile must not yield a token
+        /// for the old one).
+        revision: u64,
     },
 }
 
@@ -255,12 +259,19 @@ impl AuthGate {
         })
     }
 
-    /// The decoy hash (see the field).
-    pub(crate) fn decoy_hash(&self) -> Result<String, AuthError> {
+    /// The decoy hash (see the field), made on a blocking thread the first time.
+    pub(crate) async fn decoy_hash(&self) -> Result<String, AuthError> {
         if let Some(hash) = self.decoy.get() {
             return Ok(hash.clone());
         }
-        let hash = keel_auth::hash_password(&new_token()?[..32], self.bcrypt_cost)?;
+        let secret = new_token()?;
+        let cost = self.bcrypt_cost;
+        let hash =
+            tokio::task::spawn_blocking(move || keel_auth::hash_password(&secret[..32], cost))
+                .await
+                .map_err(|e| AuthError::Hash {
+                    detail: e.to_string(),
+                })??;
         Ok(self.decoy.get_or_init(|| hash).clone())
     }
 
@@ -277,9 +288,9 @@ impl AuthGate {
     }
 
     /// Stage the state's pending changes into the entry's batch (invariant 2).
-    pub(crate) fn stage(&self, txn: &mut WriteTxn<'_>) {
+    pub(crate) fn stage(&self, txn: &mut WriteTxn<'_>) -> Result<(), AuthError> {
         let mut state = self.state.write();
-        self.store.stage(txn.batch(), &mut state);
+        self.store.stage(txn.batch(), &mut state)
     }
 
     /// Apply one auth request (invariant 1: a refusal changes nothing).
@@ -313,14 +324,21 @@ impl AuthGate {
             AuthRequest::RoleRevokePermission { role, range } => {
                 state.role_revoke_permission(role, range)?;
             }
-            AuthRequest::IssueToken { user, digest } => {
+            AuthRequest::IssueToken {
+                user,
+                digest,
+                revision,
+            } => {
                 if !state.is_enabled() {
                     return Err(AuthError::AuthNotEnabled);
                 }
                 if state.user(user).is_none() {
                     return Err(AuthError::AuthFailed);
                 }
-                self.insert_token(*digest, user.clone(), state.revision());
+                if state.revision() != *revision {
+                    return Err(AuthError::AuthOldRevision);
+                }
+                self.insert_token(*digest, user.clone(), *revision);
             }
         }
         Ok(Applied::Auth {
@@ -371,18 +389,23 @@ impl AuthGate {
         if let Some(jwt) = &self.jwt {
             return self.resolve_jwt(jwt, token);
         }
+        // Lock order: `state` is never taken while `tokens` is held (apply takes `tokens`
+        // while holding `state`).
+        let enabled = self.state.read().is_enabled();
+        let refused = if enabled {
+            Err(AuthError::InvalidAuthToken)
+        } else {
+            Ok(Principal::Anonymous)
+        };
         let now = self.clock.now();
         let mut tokens = self.tokens.lock();
         let key = digest(token);
         let Some(entry) = tokens.get_mut(&key) else {
-            if self.state.read().is_enabled() {
-                return Err(AuthError::InvalidAuthToken);
-            }
-            return Ok(Principal::Anonymous);
+            return refused;
         };
         if entry.expires <= now {
             tokens.remove(&key);
-            return Err(AuthError::InvalidAuthToken);
+            return refused;
         }
         entry.expires = now + self.token_ttl;
         let caller = Caller {
@@ -569,4 +592,77 @@ fn check_txn(state: &AuthState, user: &str, txn: &TxnRequest) -> Result<(), Auth
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_storage::engine::MemEngine;
+    use keel_types::ManualClock;
+
+    fn gate(clock: Arc<ManualClock>) -> AuthGate {
+        let engine = MemEngine::new(&[keel_auth::AUTH_CF]);
+        let config = crate::AuthConfig {
+            token_ttl: Duration::from_secs(10),
+            ..crate::AuthConfig::default()
+        };
+        AuthGate::open(&engine, clock, config).unwrap()
+    }
+
+    fn apply(gate: &AuthGate, request: AuthRequest) -> Result<Applied, AuthError> {
+        gate.apply(&request)
+    }
+
+    #[test]
+    fn a_token_is_bound_to_the_revision_its_password_was_checked_at() {
+        let clock = Arc::new(ManualClock::new());
+        let gate = gate(Arc::clone(&clock));
+        let add = |name: &str| AuthRequest::UserAdd {
+            name: name.into(),
+            password_hash: None,
+        };
+        apply(&gate, add("root")).unwrap();
+        apply(
+            &gate,
+            AuthRequest::UserGrantRole {
+                user: "root".into(),
+                role: "root".into(),
+            },
+        )
+        .unwrap();
+        apply(&gate, AuthRequest::Enable).unwrap();
+        let checked_at = gate.with_state(AuthState::revision);
+        // The password changes between the check and the issue: the token is refused.
+        apply(
+            &gate,
+            AuthRequest::UserChangePassword {
+                name: "root".into(),
+                password_hash: None,
+            },
+        )
+        .unwrap();
+        let issue = |revision| AuthRequest::IssueToken {
+            user: "root".into(),
+            digest: digest("t1"),
+            revision,
+        };
+        assert_eq!(
+            apply(&gate, issue(checked_at)),
+            Err(AuthError::AuthOldRevision)
+        );
+        assert_eq!(gate.resolve(Some("t1")), Err(AuthError::InvalidAuthToken));
+        // At the current revision it is issued, and lives its TTL from the last use.
+        let now = gate.with_state(AuthState::revision);
+        apply(&gate, issue(now)).unwrap();
+        assert!(matches!(gate.resolve(Some("t1")), Ok(Principal::User(_))));
+        clock.advance(Duration::from_secs(9));
+        assert!(matches!(gate.resolve(Some("t1")), Ok(Principal::User(_))));
+        clock.advance(Duration::from_secs(9));
+        assert!(matches!(gate.resolve(Some("t1")), Ok(Principal::User(_))));
+        clock.advance(Duration::from_secs(11));
+        assert_eq!(gate.resolve(Some("t1")), Err(AuthError::InvalidAuthToken));
+        // With auth disabled an unknown or expired token is ignored, as in etcd.
+        apply(&gate, AuthRequest::Disable).unwrap();
+        assert_eq!(gate.resolve(Some("t1")), Ok(Principal::Anonymous));
+    }
 }

@@ -95,7 +95,7 @@ impl Node {
     }
 
     /// The host's trusted handle on the same node.
-    fn trusted(&self) -> Node {
+    pub(super) fn trusted(&self) -> Node {
         Node {
             inner: std::sync::Arc::clone(&self.inner),
             principal: Principal::Trusted,
@@ -133,11 +133,14 @@ impl Node {
     ) -> Result<Response<String>, NodeError> {
         let running = self.linearized(ReadConsistency::Linearizable).await?;
         let auth = &self.inner.auth;
-        let hash = auth.with_state(|s| {
+        // The hash and the revision it belongs to, read together: the token is bound to that
+        // revision, so a password changed meanwhile does not yield one.
+        let (hash, revision) = auth.with_state(|s| {
             if !s.is_enabled() {
                 return Err(NodeError::Auth(AuthError::AuthNotEnabled));
             }
-            Ok(s.user(user).and_then(|u| u.password_hash.clone()))
+            let hash = s.user(user).and_then(|u| u.password_hash.clone());
+            Ok((hash, s.revision()))
         })?;
         let verified = {
             let _one_at_a_time = auth
@@ -150,7 +153,7 @@ impl Node {
             // which names exist.
             let (hash, known) = match hash {
                 Some(hash) => (hash, true),
-                None => (auth.decoy_hash().map_err(NodeError::Auth)?, false),
+                None => (auth.decoy_hash().await.map_err(NodeError::Auth)?, false),
             };
             let password = password.to_owned();
             let matched =
@@ -164,7 +167,8 @@ impl Node {
             return Err(NodeError::Auth(AuthError::AuthFailed));
         }
         if let Some(jwt) = &auth.jwt {
-            let revision = auth.with_state(keel_auth::AuthState::revision);
+            // A JWT of a revision that has moved on is refused at its first use ("revision of
+            // auth store is old").
             return Ok(Response {
                 header: self.current_header()?,
                 body: jwt.sign(user, revision).map_err(NodeError::Auth)?,
@@ -174,6 +178,7 @@ impl Node {
         let issue = Request::Auth(AuthRequest::IssueToken {
             user: user.to_owned(),
             digest: digest(&token),
+            revision,
         });
         let (_, term) = self.trusted().propose(issue).await?;
         // The entry is applied on the leader; wait until it is applied here too, so the

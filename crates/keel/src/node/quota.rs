@@ -128,17 +128,28 @@ impl Node {
 
     /// Raise `alarm` by hand (etcd's `AlarmRequest` ACTIVATE); the next quota check clears
     /// NOSPACE again if the state is under the quota.
-    pub fn activate_alarm(&self, alarm: Alarm) {
+    ///
+    /// # Errors
+    /// [`NodeError::Auth`] "permission denied" on a checked handle without the `root` role
+    /// (an alarm refuses everyone's writes).
+    pub fn activate_alarm(&self, alarm: Alarm) -> Result<(), NodeError> {
+        self.check_admin()?;
         match alarm {
             Alarm::NoSpace => self.inner.quota.nospace.store(true, Ordering::Release),
         }
+        Ok(())
     }
 
     /// Clear `alarm` (etcd's `alarm disarm`); the next write over the quota raises it again.
-    pub fn disarm_alarm(&self, alarm: Alarm) {
+    ///
+    /// # Errors
+    /// As [`Node::activate_alarm`].
+    pub fn disarm_alarm(&self, alarm: Alarm) -> Result<(), NodeError> {
+        self.check_admin()?;
         match alarm {
             Alarm::NoSpace => self.inner.quota.nospace.store(false, Ordering::Release),
         }
+        Ok(())
     }
 
     /// Compact the storage engine now (etcd's Defragment): deleted and compacted data stops

@@ -47,7 +47,10 @@ impl Node {
             !std::mem::replace(&mut queue.in_flight, true)
         };
         if start {
-            let node = self.clone();
+            // Keep-alives are not permission-checked (as in etcd), and one batch carries the
+            // renewals of many callers: it is proposed by the host's handle, not by whichever
+            // caller happened to start it.
+            let node = self.trusted();
             let running = Arc::clone(running);
             tokio::spawn(async move { node.flush_renews(&running).await });
         }

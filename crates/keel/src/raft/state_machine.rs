@@ -170,7 +170,9 @@ impl StateMachine {
             None => Applied::Internal,
             Some(req) => match self.apply_request(&mut txn, req) {
                 Ok(applied) => {
-                    compact = matches!(req, Request::Compact { .. });
+                    // The result, not the request: a compaction may arrive inside
+                    // `Request::Checked`.
+                    compact = matches!(applied, Applied::Compact { .. });
                     applied
                 }
                 Err(e) if e.is_fatal() => return Err(io_err(e)),
@@ -183,7 +185,7 @@ impl StateMachine {
             },
         };
         self.lease.stage(&mut txn);
-        self.auth.stage(&mut txn);
+        self.auth.stage(&mut txn).map_err(io_err)?;
         txn.set_applied(&marker);
         let commit_started = self.metrics.now();
         let committed = txn.commit(Durability::Buffered).map_err(io_err)?;
