@@ -181,7 +181,9 @@ pub struct Flags {
     pub warning_apply_duration: String,
     /// Auth token kind: `simple` (random tokens kept by every member) or
     /// `jwt,priv-key=<file>,pub-key=<file>,sign-method=<RS256|ES256|HS256|...>,ttl=<5m>`
-    /// (signed tokens any member checks; HS* methods take the secret from `priv-key`).
+    /// (signed tokens any member checks; HS* methods take the secret from `priv-key` and
+    /// ignore `pub-key`). A JWT lives its own `ttl`; `--auth-token-ttl` applies to simple
+    /// tokens only.
     #[arg(long, env = "KEEL_AUTH_TOKEN", default_value = "simple")]
     pub auth_token: String,
     /// Seconds an unused auth token stays valid.

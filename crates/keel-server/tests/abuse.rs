@@ -154,7 +154,7 @@ fn malformed_oversized_and_deeply_nested_requests() {
         let status = raw_call(&c, "/etcdserverpb.KV/Range", vec![0x0a, 0x7f, b'k'])
             .await
             .unwrap_err();
-        assert_ne!(status.code(), tonic::Code::Ok, "{status:?}");
+        assert!(status.message().contains("decode"), "{status:?}");
         // A message over --max-request-bytes plus gRPC's overhead: refused by tonic's decoder
         // before it is read (tonic answers OutOfRange where grpc-go answers
         // ResourceExhausted; both say the message is too large).
@@ -224,7 +224,7 @@ fn watch_storm_and_watchers_per_stream_limit() {
                 .await
                 .unwrap();
         }
-        served(&c, "during the watch storm").await;
+        served(&c, "with 10,000 watchers open").await;
     });
     check_rss(&c, "10,000 watchers, 2,000 writes", idle);
 }
@@ -284,7 +284,7 @@ fn lease_storm_and_keep_alive_flood() {
             assert!(resp.ttl > 0);
         }
         let tx = sender.await.unwrap();
-        served(&c, "during the keep-alive flood").await;
+        served(&c, "after the keep-alive flood").await;
         // The 101st distinct lease on the stream ends it with etcd's text.
         tx.send(pb::LeaseKeepAliveRequest { id: ids[100] })
             .await
@@ -299,19 +299,20 @@ fn lease_storm_and_keep_alive_flood() {
 fn idle_connections_and_password_guessing() {
     let c = Cluster::solo(&[]);
     let idle = rss_mib(&c);
-    // 1,000 connections that never speak, and 200 that send HTTP/2's preface and stop.
+    // 700 connections that never speak, and 200 that send HTTP/2's preface and stop (900 in
+    // all: under a 1,024 open-file limit, for this process and the server).
     let addr = c.members[0].endpoint();
     let mut held = Vec::new();
-    for i in 0..1200 {
+    for i in 0..900 {
         use std::io::Write as _;
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        if i >= 1000 {
+        if i >= 700 {
             s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
         }
         held.push(s);
     }
-    ok(c.ctl(&["put", "k", "served with 1,200 idle connections"]));
-    check_rss(&c, "1,200 idle connections", idle);
+    ok(c.ctl(&["put", "k", "served with 900 idle connections"]));
+    check_rss(&c, "900 idle connections", idle);
     drop(held);
 
     ok(c.ctl(&["user", "add", "root:r00tpw"]));
@@ -342,6 +343,13 @@ fn idle_connections_and_password_guessing() {
         for i in 0..50 {
             legit.put("legit", format!("{i}"), None).await.unwrap();
         }
+        // The writes did not wait for the guessing to end: guessers are still at it (96
+        // bcrypt checks, one at a time, take seconds; 50 writes take far less).
+        let still_guessing = guessers.iter().filter(|g| !g.is_finished()).count();
+        assert!(
+            still_guessing > 0,
+            "the writes were served only after the guessing"
+        );
         for g in guessers {
             g.await.unwrap();
         }

@@ -114,10 +114,9 @@ fn etcdctl_rbac_matrix_on_three_members() {
         denied(&c, user, &["del", "/zzz"]);
         denied(&c, user, &["get", "/", "--prefix"]);
         // A txn needs read for its compares and write for every put of both branches.
-        let mut args = vec!["--user", user, "txn"];
+        let args = ["--user", user, "txn"];
         let out = ctl(&c.endpoints(), &args, Some(txn_inside));
         assert_eq!(out.status.success(), txn, "{user} txn: {out:?}");
-        args.truncate(3);
         let err = fails(ctl(&c.endpoints(), &args, Some(txn_outside_branch)));
         assert!(err.contains("permission denied"), "{user}: {err}");
     }
@@ -211,6 +210,9 @@ fn nested_txns_and_watches_with_the_rust_client() {
             .watch("/app/", Some(WatchOptions::new().with_prefix()))
             .await
             .unwrap();
+        // The watcher exists once its created response arrives; write only then.
+        let created = inside.message().await.unwrap().unwrap();
+        assert!(created.created() && !created.canceled(), "{created:?}");
         client.put("/app/w", "1", None).await.unwrap();
         let mut seen = Vec::new();
         while seen.is_empty() {

@@ -160,8 +160,6 @@ fn client_tls_with_client_certificates() {
     ));
     assert_eq!(got, "v\n");
 
-    auth_by_certificate_common_name(&endpoint, &tls);
-
     // Without a client certificate, or without TLS at all, nothing is served.
     let out = ctl(
         &endpoint,
@@ -172,6 +170,8 @@ fn client_tls_with_client_certificates() {
     let plain = endpoint.replace("https://", "http://");
     let out = ctl(&plain, &["get", "secret", "--dial-timeout", "2s"], None);
     assert!(!out.status.success(), "served in plaintext");
+    // Last, as it enables auth (after which every request above would fail anyway).
+    auth_by_certificate_common_name(&endpoint, &tls);
     let _cluster = Cluster {
         root,
         members: vec![m],

@@ -122,7 +122,10 @@ impl pb::cluster_server::Cluster for ClusterService {
                 count_only: true,
                 ..RangeRequest::new(KeyRange::key(&b"\0"[..]))
             };
-            node.range(&barrier, ReadConsistency::Linearizable)
+            // The barrier reads no user data: the host's handle, not the caller's (whose
+            // permissions need not cover the barrier key).
+            self.node
+                .range(&barrier, ReadConsistency::Linearizable)
                 .await
                 .map_err(to_status)?;
         }

@@ -109,10 +109,11 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         match AlarmAction::try_from(request.action) {
             Ok(AlarmAction::Get) => {}
             Ok(AlarmAction::Activate) if for_me && nospace => {
-                node.activate_alarm(keel::Alarm::NoSpace);
+                node.activate_alarm(keel::Alarm::NoSpace)
+                    .map_err(to_status)?;
             }
             Ok(AlarmAction::Deactivate) if for_me && nospace => {
-                node.disarm_alarm(keel::Alarm::NoSpace);
+                node.disarm_alarm(keel::Alarm::NoSpace).map_err(to_status)?;
             }
             Ok(AlarmAction::Activate | AlarmAction::Deactivate) => {}
             Err(_) => return Err(Status::invalid_argument("unknown alarm action")),

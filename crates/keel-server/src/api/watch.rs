@@ -165,8 +165,8 @@ impl Session {
             Ok(h) => h,
             Err(status) => return self.send(Err(status)).await,
         };
-        // choose_id drops finished watchers first, so the count is of live ones.
-        let chosen = self.choose_id(create.watch_id);
+        // Count live watchers only; a refused create uses up no id.
+        self.watchers.retain(|_, w| !w.task.is_finished());
         if self.watchers.len() >= self.limits.watchers_per_stream_max {
             return self
                 .send(Ok(refused(
@@ -175,7 +175,7 @@ impl Session {
                 )))
                 .await;
         }
-        let Some(id) = chosen else {
+        let Some(id) = self.choose_id(create.watch_id) else {
             return self
                 .send(Ok(refused(header, DUPLICATE_WATCH_ID.to_owned())))
                 .await;
