@@ -47,6 +47,18 @@ async fn set_up(node: &Node) {
     node.auth_enable().await.unwrap();
 }
 
+/// One in-memory node set up by [`set_up`], and a handle acting for `app`.
+async fn single_node_as_app() -> (Node, Node) {
+    let node = NodeBuilder::new(MemberId::new(1))
+        .auth(fast_hashes())
+        .start()
+        .await
+        .unwrap();
+    set_up(&node).await;
+    let app = as_user(&node, "app", APP_PW).await;
+    (node, app)
+}
+
 async fn as_user(node: &Node, user: &str, password: &str) -> Node {
     let token = node.authenticate(user, password).await.unwrap().body;
     node.with_token(Some(&token)).await.unwrap()
@@ -99,13 +111,7 @@ async fn single_node_rbac_rules() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_reads_writes_and_watches_inside_its_ranges_only() {
-    let node = NodeBuilder::new(MemberId::new(1))
-        .auth(fast_hashes())
-        .start()
-        .await
-        .unwrap();
-    set_up(&node).await;
-    let app = as_user(&node, "app", APP_PW).await;
+    let (node, app) = single_node_as_app().await;
     assert_eq!(app.user(), Some("app"));
     app.put(&b"app/1"[..], &b"v"[..]).await.unwrap();
     assert!(denied(app.put(&b"cfg/1"[..], &b"v"[..]).await.unwrap_err()));
@@ -216,13 +222,7 @@ fn txn(compare_key: &'static [u8], success: Vec<RequestOp>, failure: Vec<Request
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn txn_checks_every_branch_and_nested_txn() {
-    let node = NodeBuilder::new(MemberId::new(1))
-        .auth(fast_hashes())
-        .start()
-        .await
-        .unwrap();
-    set_up(&node).await;
-    let app = as_user(&node, "app", APP_PW).await;
+    let (node, app) = single_node_as_app().await;
     let put = |k: &'static [u8]| RequestOp::Put(PutRequest::new(k, &b"v"[..]));
     app.txn(txn(b"app/c", vec![put(b"app/a")], vec![put(b"app/b")]))
         .await

@@ -258,9 +258,7 @@ impl Node {
         name: &str,
         password: Option<&str>,
     ) -> Result<Response<u64>, NodeError> {
-        self.check_admin()?;
-        let password_hash = self.hash(password).await?;
-        self.auth_change(AuthRequest::UserAdd {
+        self.hashed_change(password, |password_hash| AuthRequest::UserAdd {
             name: name.to_owned(),
             password_hash,
         })
@@ -298,6 +296,17 @@ impl Node {
             password_hash: checked_hash(password_hash)?,
         })
         .await
+    }
+
+    /// A change carrying a password: admin is checked before the (slow) hash is made.
+    async fn hashed_change(
+        &self,
+        password: Option<&str>,
+        change: impl FnOnce(Option<String>) -> AuthRequest,
+    ) -> Result<Response<u64>, NodeError> {
+        self.check_admin()?;
+        let password_hash = self.hash(password).await?;
+        self.auth_change(change(password_hash)).await
     }
 
     async fn hash(&self, password: Option<&str>) -> Result<Option<String>, NodeError> {
@@ -338,9 +347,7 @@ impl Node {
         name: &str,
         password: Option<&str>,
     ) -> Result<Response<u64>, NodeError> {
-        self.check_admin()?;
-        let password_hash = self.hash(password).await?;
-        self.auth_change(AuthRequest::UserChangePassword {
+        self.hashed_change(password, |password_hash| AuthRequest::UserChangePassword {
             name: name.to_owned(),
             password_hash,
         })
