@@ -196,7 +196,7 @@ mod tests {
     #[test]
     fn an_exact_suffix_in_any_grouping_of_whole_revisions_passes() {
         let log = log();
-        assert_eq!(check_watch(&[log.clone()], &log, 1), Ok(()));
+        assert_eq!(check_watch(std::slice::from_ref(&log), &log, 1), Ok(()));
         assert_eq!(
             check_watch(
                 &[vec![ev(3, "a"), ev(3, "b")], vec![ev(5, "c")], vec![]],
@@ -276,7 +276,7 @@ mod tests {
     fn a_start_revision_that_is_not_honoured_diverges() {
         let log = log();
         // Asked from 3, got 2 as well.
-        let got = check_watch(&[log.clone()], &log, 3);
+        let got = check_watch(std::slice::from_ref(&log), &log, 3);
         assert!(matches!(
             got,
             Err(WatchViolation::Diverged { position: 0, .. })

@@ -1,0 +1,377 @@
+//! One seed of the in-process battery: the schedule, the run, and the checks.
+
+pub mod cluster;
+pub mod workload;
+
+use cluster::{heal, inject, Cluster, Fault, Rng};
+use futures::StreamExt;
+use keel::Node;
+use keel_sim::{
+    check, check_acknowledged, check_lease, check_watch, expiry_deadline, Call, LeaseHistory,
+    Verdict, WatchEvent,
+};
+use keel_storage::watch::WatchSpec;
+use keel_types::{KeyRange, LeaseId, Revision};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use workload::{events, kv_client, lease_client, read_key, watcher, ClientLog, PREFIX};
+
+/// After the last fault is healed, a leader serves a write within this bound (the liveness
+/// promise the battery checks).
+const RECOVERY_BOUND: Duration = Duration::from_secs(10);
+/// Slack past the TTL within which an unrenewed lease is gone once the cluster is whole:
+/// the expiry tick, one election and the revoke's commit, with room for a loaded machine.
+const LEASE_SLACK: Duration = Duration::from_secs(3);
+const KV_CLIENTS: u32 = 3;
+
+/// What one seed did.
+pub struct Report {
+    size: u64,
+    faults: Vec<Fault>,
+    ops: usize,
+    unknown: usize,
+    events: usize,
+    segments: usize,
+    lease_end: &'static str,
+    recovery_ms: u128,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} members, faults {:?}, {} ops ({} unanswered), {} watch events in {} segments, \
+             lease {}, served {} ms after heal",
+            self.size,
+            self.faults,
+            self.ops,
+            self.unknown,
+            self.events,
+            self.segments,
+            self.lease_end,
+            self.recovery_ms
+        )
+    }
+}
+
+/// Sums over seeds.
+#[derive(Default)]
+pub struct Totals {
+    seeds: usize,
+    ops: usize,
+    unknown: usize,
+    events: usize,
+    faults: BTreeMap<String, usize>,
+    worst_recovery_ms: u128,
+}
+
+impl Totals {
+    pub fn add(&mut self, r: &Report) {
+        self.seeds += 1;
+        self.ops += r.ops;
+        self.unknown += r.unknown;
+        self.events += r.events;
+        for f in &r.faults {
+            *self.faults.entry(format!("{f:?}")).or_default() += 1;
+        }
+        self.worst_recovery_ms = self.worst_recovery_ms.max(r.recovery_ms);
+    }
+}
+
+impl fmt::Display for Totals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} seeds, {} ops checked ({} unanswered), {} watch events checked, faults {:?}, \
+             slowest recovery {} ms",
+            self.seeds, self.ops, self.unknown, self.events, self.faults, self.worst_recovery_ms
+        )
+    }
+}
+
+/// Run seed `seed` and check everything; the failure says what broke.
+pub async fn run_seed(seed: u64) -> Result<Report, String> {
+    let mut rng = Rng::new(seed);
+    let size = if rng.below(4) == 0 { 5 } else { 3 };
+    let cluster = Cluster::start(size).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..KV_CLIENTS)
+        .map(|c| tokio::spawn(kv_client(cluster.clone(), c, seed, stop.clone())))
+        .collect();
+    let watch = tokio::spawn(watcher(cluster.clone(), seed, stop.clone()));
+    let lease = tokio::spawn(lease_client(cluster.clone(), seed, stop.clone()));
+
+    let mut faults = Vec::new();
+    for _ in 0..3 + rng.below(3) {
+        let fault = Fault::pick(&mut rng);
+        faults.push(fault);
+        inject(&cluster, fault, &mut rng).await;
+        tokio::time::sleep(Duration::from_millis(300 + rng.below(600))).await;
+        heal(&cluster).await;
+    }
+    let healed = cluster.now();
+    let (_, served) = write_within(&cluster, &mut rng, RECOVERY_BOUND).await?;
+    let recovery_ms = u128::from(served.saturating_sub(healed) / 1000);
+
+    stop.store(true, Ordering::Relaxed);
+    let mut logs = Vec::new();
+    for c in clients {
+        logs.push(c.await.map_err(|e| format!("client task: {e}"))?);
+    }
+    let watched = watch.await.map_err(|e| format!("watch task: {e}"))?;
+    let (mut lease_history, lease_id) = lease.await.map_err(|e| format!("lease task: {e}"))?;
+    let lease_end = end_lease(&cluster, &mut rng, &mut lease_history, lease_id).await?;
+
+    let (last, _) = write_within(&cluster, &mut rng, RECOVERY_BOUND).await?;
+    let reference = agreed_log(&cluster, last).await?;
+    check_histories(&logs, &watched.segments, &reference, &lease_history)?;
+    check_compaction(&cluster, &mut rng, last).await?;
+    cluster.shutdown().await;
+
+    let ops: Vec<_> = logs.iter().flat_map(|l| l.ops.iter()).collect();
+    Ok(Report {
+        size,
+        faults,
+        ops: ops.len(),
+        unknown: ops.iter().filter(|o| o.ret.is_none()).count(),
+        events: watched
+            .segments
+            .iter()
+            .flat_map(|s| s.1.iter())
+            .map(Vec::len)
+            .sum(),
+        segments: watched.segments.len(),
+        lease_end,
+        recovery_ms,
+    })
+}
+
+/// Put a marker key through any member, retrying until `bound`: its revision and the
+/// time it was acknowledged.
+async fn write_within(
+    cluster: &Cluster,
+    rng: &mut Rng,
+    bound: Duration,
+) -> Result<(Revision, u64), String> {
+    let work = async {
+        loop {
+            if let Some(node) = cluster.pick(rng) {
+                if let Ok(r) = node.put("marker", "m").await {
+                    return (r.header.revision, cluster.now());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(bound, work)
+        .await
+        .map_err(|_| format!("no write served within {bound:?} after the faults healed"))
+}
+
+/// Wait until every member has applied `revision`; check they hash the keyspace alike and
+/// hold the same event log under the watched prefix; return that log.
+async fn agreed_log(cluster: &Cluster, revision: Revision) -> Result<Vec<WatchEvent>, String> {
+    let nodes = cluster.live();
+    let mut hashes = Vec::new();
+    let mut logs: Vec<Vec<WatchEvent>> = Vec::new();
+    for node in &nodes {
+        applied(node, revision).await?;
+        let hash = node
+            .hash_kv(Some(revision))
+            .await
+            .map_err(|e| format!("hash_kv on {}: {e}", node.id()))?;
+        hashes.push((node.id(), hash.body.hash));
+        logs.push(full_log(node, revision).await?);
+    }
+    if hashes.iter().any(|h| h.1 != hashes[0].1) {
+        return Err(format!(
+            "replicas disagree at revision {revision}: {hashes:?}"
+        ));
+    }
+    if let Some(i) = logs.iter().position(|l| *l != logs[0]) {
+        return Err(format!(
+            "members {} and {} hold different event logs",
+            nodes[0].id(),
+            nodes[i].id()
+        ));
+    }
+    Ok(logs.swap_remove(0))
+}
+
+async fn applied(node: &Node, revision: Revision) -> Result<(), String> {
+    let work = async {
+        while node
+            .current_header()
+            .map_or(true, |h| h.revision < revision)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(RECOVERY_BOUND, work)
+        .await
+        .map_err(|_| format!("member {} never applied revision {revision}", node.id()))
+}
+
+/// Every event under the prefix from revision 1 to `upto`, from `node`.
+async fn full_log(node: &Node, upto: Revision) -> Result<Vec<WatchEvent>, String> {
+    let spec = WatchSpec {
+        start_revision: Some(Revision::new(1)),
+        ..WatchSpec::new(KeyRange::prefix(PREFIX))
+    };
+    let mut stream = node
+        .watch(spec)
+        .await
+        .map_err(|e| format!("watch on {}: {e}", node.id()))?;
+    let mut log = Vec::new();
+    let work = async {
+        while let Some(Ok(resp)) = stream.next().await {
+            log.extend(events(&resp.body));
+            if resp.body.revision >= upto {
+                return true;
+            }
+        }
+        false
+    };
+    match tokio::time::timeout(RECOVERY_BOUND, work).await {
+        Ok(true) => Ok(log),
+        _ => Err(format!("watch on {} did not reach {upto}", node.id())),
+    }
+}
+
+/// Run the history checkers.
+fn check_histories(
+    logs: &[ClientLog],
+    segments: &[(u64, Vec<Vec<WatchEvent>>)],
+    reference: &[WatchEvent],
+    lease: &LeaseHistory,
+) -> Result<(), String> {
+    let ops: Vec<_> = logs.iter().flat_map(|l| l.ops.iter().cloned()).collect();
+    if let Verdict::Violation { key, ops } = check(&ops) {
+        let key = String::from_utf8_lossy(&key);
+        return Err(format!("not linearizable on {key}: {ops:#?}"));
+    }
+    for (start, responses) in segments {
+        check_watch(responses, reference, *start)
+            .map_err(|v| format!("watch from {start}: {v:?}"))?;
+    }
+    let acked: Vec<_> = logs.iter().flat_map(|l| l.acked.iter().cloned()).collect();
+    check_acknowledged(reference, &acked).map_err(|v| format!("acknowledged write: {v:?}"))?;
+    check_lease(lease).map_err(|v| format!("lease: {v:?}"))
+}
+
+/// End the lease after the heal, by revoke or by expiry (the seed decides), and record it.
+async fn end_lease(
+    cluster: &Cluster,
+    rng: &mut Rng,
+    history: &mut LeaseHistory,
+    lease: Option<LeaseId>,
+) -> Result<&'static str, String> {
+    let Some(id) = lease else {
+        return Ok("never attached");
+    };
+    if rng.below(2) == 0 {
+        // Revoke, retrying: an unanswered attempt may have done it, so the revoke counts
+        // from the first attempt; "not found" then means done.
+        let first = cluster.now();
+        let work = async {
+            loop {
+                if let Some(node) = cluster.pick(rng) {
+                    match node.lease_revoke(id).await {
+                        Ok(_) | Err(keel::NodeError::LeaseNotFound { .. }) => return,
+                        Err(_) => {}
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(RECOVERY_BOUND, work)
+            .await
+            .map_err(|_| "lease revoke never answered".to_string())?;
+        history.revoke = Some(Call {
+            call: first,
+            ret: cluster.now(),
+        });
+    }
+    await_expiry(cluster, rng, history).await
+}
+
+/// Read the lease's key until it is gone; fail if that takes longer than promised.
+async fn await_expiry(
+    cluster: &Cluster,
+    rng: &mut Rng,
+    history: &mut LeaseHistory,
+) -> Result<&'static str, String> {
+    let slack = u64::try_from(LEASE_SLACK.as_micros()).unwrap_or(u64::MAX);
+    let deadline = expiry_deadline(history, slack).unwrap_or(0);
+    loop {
+        if let Some(node) = cluster.pick(rng) {
+            if let Some(read) = read_key(cluster, &node).await {
+                history.reads.push(read);
+                if !read.present {
+                    return Ok(if history.revoke.is_some() {
+                        "revoked"
+                    } else {
+                        "expired"
+                    });
+                }
+            }
+        }
+        // Revoked leases have no TTL left to wait out: the revoke itself is the deadline.
+        let limit = history.revoke.map_or(deadline, |r| r.ret + slack);
+        if cluster.now() > limit {
+            return Err(format!(
+                "the lease's key is still readable at {} µs (deadline {limit} µs)",
+                cluster.now()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Compact half the history away; the members still agree, and a watch from before the
+/// compaction is refused everywhere.
+async fn check_compaction(cluster: &Cluster, rng: &mut Rng, last: Revision) -> Result<(), String> {
+    let at = Revision::new((last.get() / 2).max(2));
+    let work = async {
+        loop {
+            if let Some(node) = cluster.pick(rng) {
+                if node.compact(at).await.is_ok() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(RECOVERY_BOUND, work)
+        .await
+        .map_err(|_| "compaction never answered".to_string())?;
+    let (after, _) = write_within(cluster, rng, RECOVERY_BOUND).await?;
+    let mut hashes = Vec::new();
+    for node in cluster.live() {
+        applied(&node, after).await?;
+        let h = node.hash_kv(Some(after)).await.map_err(|e| e.to_string())?;
+        hashes.push((node.id(), h.body.hash, h.body.compact_revision));
+        let spec = WatchSpec {
+            start_revision: Some(Revision::new(1)),
+            ..WatchSpec::new(KeyRange::prefix(PREFIX))
+        };
+        if node.watch(spec).await.is_ok() {
+            return Err(format!(
+                "member {} watches from a compacted revision",
+                node.id()
+            ));
+        }
+    }
+    if hashes
+        .iter()
+        .any(|h| (h.1, h.2) != (hashes[0].1, hashes[0].2))
+    {
+        return Err(format!(
+            "replicas disagree after compacting at {at}: {hashes:?}"
+        ));
+    }
+    Ok(())
+}
