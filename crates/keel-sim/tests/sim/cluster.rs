@@ -73,54 +73,90 @@ impl Engine for Disk {
 
 struct Member {
     id: MemberId,
+    name: String,
     engine: Arc<MemEngine>,
     /// `None` while crashed.
     node: Option<Node>,
+    /// Added at runtime (restarts join through the others, not the first configuration).
+    joined: bool,
 }
 
 /// The members, their engines and the network between them.
 pub struct Cluster {
     pub net: InMemoryNetwork,
-    pub ids: Vec<MemberId>,
+    /// The first configuration.
+    initial: Vec<MemberId>,
     members: Mutex<Vec<Member>>,
     origin: Instant,
+    /// What the schedule did and when (for failure reports).
+    events: Mutex<Vec<(u64, String)>>,
 }
 
 impl Cluster {
     /// Start `size` members with fresh engines.
-    pub async fn start(size: u64) -> Arc<Cluster> {
+    pub async fn start(size: u64) -> Result<Arc<Cluster>, String> {
         let ids: Vec<MemberId> = (1..=size).map(MemberId::new).collect();
         let cluster = Arc::new(Cluster {
             net: InMemoryNetwork::new(),
-            ids: ids.clone(),
+            initial: ids.clone(),
             members: Mutex::new(Vec::new()),
             origin: Instant::now(),
+            events: Mutex::new(Vec::new()),
         });
         for id in ids {
-            let engine = Arc::new(MemEngine::new(&Node::column_families()));
-            let node = cluster.boot(id, &engine).await;
-            cluster.members.lock().unwrap().push(Member {
+            let member = Member {
                 id,
-                engine,
+                name: format!("n{id}"),
+                engine: Arc::new(MemEngine::new(&Node::column_families())),
+                node: None,
+                joined: false,
+            };
+            let node = cluster.boot(&member).await?;
+            cluster.members.lock().unwrap().push(Member {
                 node: Some(node),
+                ..member
             });
         }
-        cluster
+        Ok(cluster)
     }
 
-    async fn boot(&self, id: MemberId, engine: &Arc<MemEngine>) -> Node {
-        let shared: Arc<dyn Engine> = Arc::new(Disk(engine.clone()));
-        let node = NodeBuilder::new(id)
-            .name(format!("n{id}"))
+    async fn boot(&self, m: &Member) -> Result<Node, String> {
+        let shared: Arc<dyn Engine> = Arc::new(Disk(m.engine.clone()));
+        let builder = NodeBuilder::new(m.id)
+            .name(m.name.clone())
+            .peer_urls([format!("unix://{}", m.name)])
             .engine(shared)
-            .initial_members(self.ids.iter().map(|i| (*i, format!("n{i}"))))
-            .network(self.net.endpoint(id))
-            .timings(TIMINGS)
+            .network(self.net.endpoint(m.id))
+            .timings(TIMINGS);
+        let builder = if m.joined {
+            builder.join_existing(self.ids().into_iter().filter(|i| *i != m.id))
+        } else {
+            builder.initial_members(self.initial.iter().map(|i| (*i, format!("n{i}"))))
+        };
+        let node = builder
             .start()
             .await
-            .unwrap_or_else(|e| panic!("member {id} did not start: {e}"));
-        self.net.register(id, node.peer_handler());
-        node
+            .map_err(|e| format!("member {} did not start: {e:?}", m.id))?;
+        self.net.register(m.id, node.peer_handler());
+        Ok(node)
+    }
+
+    /// Record a schedule event at the current time.
+    pub fn note(&self, what: String) {
+        let now = self.now();
+        self.events.lock().unwrap().push((now, what));
+    }
+
+    /// The recorded schedule events, one per line.
+    pub fn timeline(&self) -> String {
+        let events = self.events.lock().unwrap();
+        let lines: Vec<String> = events.iter().map(|(t, e)| format!("  [{t}] {e}")).collect();
+        lines.join("\n")
+    }
+
+    /// The current members (running or crashed).
+    pub fn ids(&self) -> Vec<MemberId> {
+        self.members.lock().unwrap().iter().map(|m| m.id).collect()
     }
 
     /// Microseconds since the cluster started (the histories' clock).
@@ -156,12 +192,15 @@ impl Cluster {
     /// Kill member `id` as a power cut would: nothing it writes from now on reaches its
     /// disk, it can no longer talk, and what it had synced is what a restart finds.
     pub async fn crash(&self, id: MemberId) {
+        self.note(format!("crash n{id}"));
         // Cut it off first: a reply it sends after the disk image is taken must not count.
         self.net.isolate(id);
         self.net.unregister(id);
         let old = {
             let mut members = self.members.lock().unwrap();
-            let m = members.iter_mut().find(|m| m.id == id).unwrap();
+            let Some(m) = members.iter_mut().find(|m| m.id == id) else {
+                return;
+            };
             let Some(node) = m.node.take() else {
                 return;
             };
@@ -175,21 +214,83 @@ impl Cluster {
     }
 
     /// Restart every crashed member from its synced image.
-    pub async fn restart_crashed(&self) {
-        let down: Vec<(MemberId, Arc<MemEngine>)> = {
+    pub async fn restart_crashed(&self) -> Result<(), String> {
+        let down: Vec<Member> = {
             let members = self.members.lock().unwrap();
             members
                 .iter()
                 .filter(|m| m.node.is_none())
-                .map(|m| (m.id, m.engine.clone()))
+                .map(|m| Member {
+                    name: m.name.clone(),
+                    engine: m.engine.clone(),
+                    node: None,
+                    ..*m
+                })
                 .collect()
         };
-        for (id, engine) in down {
-            self.net.rejoin(id);
-            let node = self.boot(id, &engine).await;
+        for m in down {
+            self.net.rejoin(m.id);
+            let node = self.boot(&m).await?;
+            self.note(format!("restarted n{}", m.id));
             let mut members = self.members.lock().unwrap();
-            members.iter_mut().find(|m| m.id == id).unwrap().node = Some(node);
+            if let Some(slot) = members.iter_mut().find(|s| s.id == m.id) {
+                slot.node = Some(node);
+            }
         }
+        Ok(())
+    }
+
+    /// Replace a random voter under load, as an operator would: add a learner, start it,
+    /// promote it once in sync, remove the old member and stop it.
+    pub async fn replace(&self, rng: &mut Rng, serial: u64) -> Result<(), String> {
+        let bound = Duration::from_secs(10);
+        let name = format!("r{serial}");
+        let url = format!("unix://{name}");
+        let via = self.pick(rng).ok_or("no member running")?;
+        let added = tokio::time::timeout(bound, via.member_add(&name, &[&url]))
+            .await
+            .map_err(|_| format!("member add of {name} did not answer"))?
+            .map_err(|e| format!("member add of {name}: {e}"))?;
+        let member = Member {
+            id: added.member_id,
+            name,
+            engine: Arc::new(MemEngine::new(&Node::column_families())),
+            node: None,
+            joined: true,
+        };
+        let node = self.boot(&member).await?;
+        self.note(format!("added learner n{}", member.id));
+        self.members.lock().unwrap().push(Member {
+            node: Some(node),
+            ..member
+        });
+        promote_when_in_sync(self, rng, added.member_id, bound).await?;
+        let victims: Vec<MemberId> = self
+            .ids()
+            .into_iter()
+            .filter(|i| *i != added.member_id)
+            .collect();
+        let victim = victims[rng.index(victims.len())];
+        let via = self
+            .live()
+            .into_iter()
+            .find(|n| n.id() != victim)
+            .ok_or("nobody to ask")?;
+        tokio::time::timeout(bound, via.member_remove(victim))
+            .await
+            .map_err(|_| format!("member remove of {victim} did not answer"))?
+            .map_err(|e| format!("member remove of {victim}: {e}"))?;
+        self.note(format!("removed n{victim}"));
+        self.net.unregister(victim);
+        let gone = {
+            let mut members = self.members.lock().unwrap();
+            let at = members.iter().position(|m| m.id == victim);
+            at.map(|at| members.remove(at))
+        };
+        if let Some(node) = gone.and_then(|m| m.node) {
+            node.shutdown().await;
+        }
+        Ok(())
     }
 
     /// Stop every member.
@@ -198,6 +299,28 @@ impl Cluster {
             node.shutdown().await;
         }
     }
+}
+
+/// Promote learner `id`, retrying while the leader does not yet see it in sync.
+async fn promote_when_in_sync(
+    cluster: &Cluster,
+    rng: &mut Rng,
+    id: MemberId,
+    bound: Duration,
+) -> Result<(), String> {
+    let work = async {
+        loop {
+            if let Some(node) = cluster.pick(rng) {
+                if node.member_promote(id).await.is_ok() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(bound, work)
+        .await
+        .map_err(|_| format!("learner {id} never promoted"))
 }
 
 /// The kinds of fault a phase injects.
@@ -215,18 +338,21 @@ pub enum Fault {
     Crash,
     /// The leader killed, restarted at the phase's end.
     KillLeader,
+    /// A voter replaced by a new member (add learner, promote, remove the old one).
+    Replace,
     /// No fault: load only.
     Calm,
 }
 
 impl Fault {
-    const ALL: [Fault; 7] = [
+    const ALL: [Fault; 8] = [
         Fault::Partition,
         Fault::OneWay,
         Fault::IsolateLeader,
         Fault::Delay,
         Fault::Crash,
         Fault::KillLeader,
+        Fault::Replace,
         Fault::Calm,
     ];
 
@@ -235,9 +361,14 @@ impl Fault {
     }
 }
 
-/// Inject `fault` (healed by [`heal`]).
-pub async fn inject(cluster: &Cluster, fault: Fault, rng: &mut Rng) {
-    let mut ids = cluster.ids.clone();
+/// Inject `fault` (healed by [`heal`]); `serial` names a replacement member.
+pub async fn inject(
+    cluster: &Cluster,
+    fault: Fault,
+    rng: &mut Rng,
+    serial: u64,
+) -> Result<(), String> {
+    let mut ids = cluster.ids();
     match fault {
         Fault::Partition => {
             // Fisher-Yates, then a minority of 1..=(n-1)/2 members.
@@ -246,6 +377,7 @@ pub async fn inject(cluster: &Cluster, fault: Fault, rng: &mut Rng) {
             }
             let minority = 1 + rng.index((ids.len() - 1) / 2);
             let (a, b) = ids.split_at(minority);
+            cluster.note(format!("partition {a:?} | {b:?}"));
             cluster.net.partition(&[a, b]);
         }
         Fault::OneWay => {
@@ -253,12 +385,14 @@ pub async fn inject(cluster: &Cluster, fault: Fault, rng: &mut Rng) {
                 let from = ids[rng.index(ids.len())];
                 let to = ids[rng.index(ids.len())];
                 if from != to {
+                    cluster.note(format!("block n{from} -> n{to}"));
                     cluster.net.block(from, to);
                 }
             }
         }
         Fault::IsolateLeader => {
             if let Some(leader) = cluster.leader().await {
+                cluster.note(format!("isolate leader n{leader}"));
                 cluster.net.isolate(leader);
             }
         }
@@ -281,12 +415,14 @@ pub async fn inject(cluster: &Cluster, fault: Fault, rng: &mut Rng) {
                 cluster.crash(leader).await;
             }
         }
+        Fault::Replace => cluster.replace(rng, serial).await?,
         Fault::Calm => {}
     }
+    Ok(())
 }
 
 /// Undo every fault: links restored, crashed members restarted from their disks.
-pub async fn heal(cluster: &Cluster) {
+pub async fn heal(cluster: &Cluster) -> Result<(), String> {
     cluster.net.heal();
-    cluster.restart_crashed().await;
+    cluster.restart_crashed().await
 }

@@ -7,8 +7,8 @@ use cluster::{heal, inject, Cluster, Fault, Rng};
 use futures::StreamExt;
 use keel::Node;
 use keel_sim::{
-    check, check_acknowledged, check_lease, check_watch, expiry_deadline, Call, LeaseHistory,
-    Verdict, WatchEvent,
+    check, check_acknowledged, check_lease, check_watch, expiry_deadline, Call, Input,
+    LeaseHistory, Output, Verdict, WatchEvent,
 };
 use keel_storage::watch::WatchSpec;
 use keel_types::{KeyRange, LeaseId, Revision};
@@ -96,7 +96,7 @@ impl fmt::Display for Totals {
 pub async fn run_seed(seed: u64) -> Result<Report, String> {
     let mut rng = Rng::new(seed);
     let size = if rng.below(4) == 0 { 5 } else { 3 };
-    let cluster = Cluster::start(size).await;
+    let cluster = Cluster::start(size).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..KV_CLIENTS)
         .map(|c| tokio::spawn(kv_client(cluster.clone(), c, seed, stop.clone())))
@@ -105,12 +105,14 @@ pub async fn run_seed(seed: u64) -> Result<Report, String> {
     let lease = tokio::spawn(lease_client(cluster.clone(), seed, stop.clone()));
 
     let mut faults = Vec::new();
-    for _ in 0..3 + rng.below(3) {
+    for serial in 0..3 + rng.below(3) {
         let fault = Fault::pick(&mut rng);
         faults.push(fault);
-        inject(&cluster, fault, &mut rng).await;
+        cluster.note(format!("{fault:?} begins"));
+        inject(&cluster, fault, &mut rng, serial).await?;
         tokio::time::sleep(Duration::from_millis(300 + rng.below(600))).await;
-        heal(&cluster).await;
+        heal(&cluster).await?;
+        cluster.note("healed".to_string());
     }
     let healed = cluster.now();
     let (_, served) = write_within(&cluster, &mut rng, RECOVERY_BOUND).await?;
@@ -127,7 +129,8 @@ pub async fn run_seed(seed: u64) -> Result<Report, String> {
 
     let (last, _) = write_within(&cluster, &mut rng, RECOVERY_BOUND).await?;
     let reference = agreed_log(&cluster, last).await?;
-    check_histories(&logs, &watched.segments, &reference, &lease_history)?;
+    check_histories(&logs, &watched.segments, &reference, &lease_history)
+        .map_err(|e| format!("{e}\nfaults:\n{}", cluster.timeline()))?;
     check_compaction(&cluster, &mut rng, last).await?;
     cluster.shutdown().await;
 
@@ -149,8 +152,8 @@ pub async fn run_seed(seed: u64) -> Result<Report, String> {
     })
 }
 
-/// Put a marker key through any member, retrying until `bound`: its revision and the
-/// time it was acknowledged.
+/// Put a marker key (under the watched prefix, so a watch reaches its revision) through any
+/// member, retrying until `bound`: its revision and the time it was acknowledged.
 async fn write_within(
     cluster: &Cluster,
     rng: &mut Rng,
@@ -159,7 +162,7 @@ async fn write_within(
     let work = async {
         loop {
             if let Some(node) = cluster.pick(rng) {
-                if let Ok(r) = node.put("marker", "m").await {
+                if let Ok(r) = node.put("sim/marker", "m").await {
                     return (r.header.revision, cluster.now());
                 }
             }
@@ -249,9 +252,12 @@ fn check_histories(
     lease: &LeaseHistory,
 ) -> Result<(), String> {
     let ops: Vec<_> = logs.iter().flat_map(|l| l.ops.iter().cloned()).collect();
-    if let Verdict::Violation { key, ops } = check(&ops) {
-        let key = String::from_utf8_lossy(&key);
-        return Err(format!("not linearizable on {key}: {ops:#?}"));
+    if let Verdict::Violation { key, .. } = check(&ops) {
+        return Err(format!(
+            "not linearizable on {}:\n{}",
+            String::from_utf8_lossy(&key),
+            describe(logs, &key)
+        ));
     }
     for (start, responses) in segments {
         check_watch(responses, reference, *start)
@@ -260,6 +266,45 @@ fn check_histories(
     let acked: Vec<_> = logs.iter().flat_map(|l| l.acked.iter().cloned()).collect();
     check_acknowledged(reference, &acked).map_err(|v| format!("acknowledged write: {v:?}"))?;
     check_lease(lease).map_err(|v| format!("lease: {v:?}"))
+}
+
+/// The operations on `key`, one per line by invocation time, with who answered them.
+fn describe(logs: &[ClientLog], key: &[u8]) -> String {
+    let mut lines: Vec<(u64, String)> = logs
+        .iter()
+        .flat_map(|l| l.ops.iter().zip(&l.notes))
+        .filter(|(op, _)| op.key == key)
+        .map(|(op, note)| {
+            let ret = op.ret.map_or("?".to_string(), |r| r.to_string());
+            let text = |v: &Option<Vec<u8>>| {
+                v.as_ref()
+                    .map_or("-".to_string(), |v| String::from_utf8_lossy(v).into_owned())
+            };
+            let what = match (&op.input, &op.output) {
+                (Input::Put(v), _) => format!("put {}", text(&Some(v.clone()))),
+                (Input::Delete, _) => "delete".to_string(),
+                (Input::Get, Output::Value(v)) => format!("get -> {}", text(v)),
+                (Input::Get, _) => "get -> ?".to_string(),
+                (Input::CompareAndSwap { expect, new }, out) => {
+                    format!(
+                        "cas {} => {} : {out:?}",
+                        text(expect),
+                        text(&Some(new.clone()))
+                    )
+                }
+            };
+            (
+                op.call,
+                format!("  c{} [{}..{ret}] {what} ({note})", op.client, op.call),
+            )
+        })
+        .collect();
+    lines.sort();
+    lines
+        .into_iter()
+        .map(|l| l.1)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// End the lease after the heal, by revoke or by expiry (the seed decides), and record it.

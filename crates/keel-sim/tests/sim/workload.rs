@@ -2,7 +2,7 @@
 
 use super::cluster::{Cluster, Rng};
 use futures::StreamExt;
-use keel::Node;
+use keel::{Node, ResponseHeader};
 use keel_sim::{Call, Input, KeyRead, LeaseHistory, Op, Output, WatchEvent};
 use keel_storage::mvcc::{
     Compare, CompareOp, CompareTarget, EventKind, PutRequest, RequestOp, TxnRequest,
@@ -39,6 +39,8 @@ async fn answered<T, E>(work: impl Future<Output = Result<T, E>>) -> Option<T> {
 pub struct ClientLog {
     pub ops: Vec<Op>,
     pub acked: Vec<WatchEvent>,
+    /// Per op (same order): who answered, at which revision and term (for failure reports).
+    pub notes: Vec<String>,
 }
 
 /// Run KV client `client` until `stop`.
@@ -82,11 +84,20 @@ pub async fn kv_client(
         let answer = invoke(&node, key, &input).await;
         let ret = cluster.now();
         let (output, ret) = match answer {
-            Some((output, acked)) => {
+            Some((output, acked, header)) => {
                 log.acked.extend(acked);
+                log.notes.push(format!(
+                    "n{} r{} t{}",
+                    node.id(),
+                    header.revision,
+                    header.raft_term
+                ));
                 (output, Some(ret))
             }
-            None => (Output::Unknown, None),
+            None => {
+                log.notes.push(format!("n{} unanswered", node.id()));
+                (Output::Unknown, None)
+            }
         };
         log.ops.push(Op {
             client,
@@ -102,7 +113,11 @@ pub async fn kv_client(
 }
 
 /// Issue `input` on `key`: the answer and the event an acknowledged write produced.
-async fn invoke(node: &Node, key: &str, input: &Input) -> Option<(Output, Option<WatchEvent>)> {
+async fn invoke(
+    node: &Node,
+    key: &str,
+    input: &Input,
+) -> Option<(Output, Option<WatchEvent>, ResponseHeader)> {
     let event = |revision: Revision, value: Option<&Vec<u8>>| WatchEvent {
         revision: revision.get(),
         key: key.as_bytes().to_vec(),
@@ -111,16 +126,24 @@ async fn invoke(node: &Node, key: &str, input: &Input) -> Option<(Output, Option
     match input {
         Input::Put(v) => {
             let r = answered(node.put(key.to_owned(), v.clone())).await?;
-            Some((Output::Done, Some(event(r.header.revision, Some(v)))))
+            Some((
+                Output::Done,
+                Some(event(r.header.revision, Some(v))),
+                r.header,
+            ))
         }
         Input::Delete => {
             let r = answered(node.delete(key.to_owned())).await?;
             let ev = (r.body.deleted > 0).then(|| event(r.header.revision, None));
-            Some((Output::Done, ev))
+            Some((Output::Done, ev, r.header))
         }
         Input::Get => {
             let r = answered(node.get(key.to_owned())).await?;
-            Some((Output::Value(r.body.map(|kv| kv.value.to_vec())), None))
+            Some((
+                Output::Value(r.body.map(|kv| kv.value.to_vec())),
+                None,
+                r.header,
+            ))
         }
         Input::CompareAndSwap { expect, new } => {
             let target = match expect {
@@ -139,7 +162,7 @@ async fn invoke(node: &Node, key: &str, input: &Input) -> Option<(Output, Option
             let r = answered(node.txn(txn)).await?;
             let swapped = r.body.succeeded;
             let ev = swapped.then(|| event(r.header.revision, Some(new)));
-            Some((Output::Swapped(swapped), ev))
+            Some((Output::Swapped(swapped), ev, r.header))
         }
     }
 }

@@ -129,6 +129,13 @@ fn raft_config(config: &ConsensusConfig) -> Result<Arc<openraft::Config>, NodeEr
         election_timeout_max: millis(config.election_timeout) * 2,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_entries_between),
         max_in_snapshot_log_to_keep: config.snapshot_catch_up_entries,
+        // A restarted leader stands for election like any member (standard Raft). openraft's
+        // default lets it resume leadership at once, which its docs call unsafe when the state
+        // machine applies without flushing and the committed index is not synced — both true
+        // here (apply is buffered, the log is the durable record). keel-sim's battery found
+        // the consequence: a leader killed and restarted quickly served a linearizable read
+        // from a state that missed an acknowledged write (seed 22 of `cluster_sim`).
+        enable_leader_restore: Some(false),
         ..Default::default()
     }
     .validate()
