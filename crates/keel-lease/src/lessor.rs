@@ -236,7 +236,13 @@ impl Lessor {
         let Some(slot) = self.wheel.get_mut(handle) else {
             return Err(LeaseError::NotFound { id });
         };
-        slot.remaining_ms = slot.ttl_ms();
+        #[cfg(feature = "planted-bugs")]
+        let keep = crate::planted::on(&crate::planted::RENEW_KEEPS_CHECKPOINTED_REMAINING);
+        #[cfg(not(feature = "planted-bugs"))]
+        let keep = false;
+        if !keep {
+            slot.remaining_ms = slot.ttl_ms();
+        }
         slot.renew_count = slot.renew_count.next();
         let slot = *slot;
         self.changes.push(Change::Put(slot.record()));

@@ -118,6 +118,8 @@ mod index;
 mod lease;
 mod lessor;
 pub mod limits;
+#[cfg(feature = "planted-bugs")]
+pub mod planted;
 pub mod schema;
 mod store;
 pub mod wheel;

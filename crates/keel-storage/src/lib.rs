@@ -17,6 +17,8 @@ mod error;
 pub mod limits;
 mod log;
 pub mod mvcc;
+#[cfg(feature = "planted-bugs")]
+pub mod planted;
 pub mod schema;
 pub mod snapshot;
 pub mod watch;

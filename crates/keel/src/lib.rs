@@ -53,6 +53,8 @@ mod lease;
 pub mod limits;
 pub mod metrics;
 mod node;
+#[cfg(feature = "planted-bugs")]
+pub mod planted;
 mod raft;
 mod request;
 mod response;

@@ -1,7 +1,7 @@
 //! The simulated cluster: in-process nodes on in-memory engines over the in-memory network,
 //! and the faults the schedule injects.
 
-use keel::{InMemoryNetwork, Node, NodeBuilder, Timings};
+use keel::{InMemoryNetwork, LessorConfig, Node, NodeBuilder, Timings};
 use keel_storage::engine::{ColumnFamily, Durability, Engine, MemEngine, ReadView, WriteBatch};
 use keel_storage::StorageError;
 use keel_types::MemberId;
@@ -79,6 +79,8 @@ struct Member {
     node: Option<Node>,
     /// Added at runtime (restarts join through the others, not the first configuration).
     joined: bool,
+    /// Its disk has failed (fsyncs error); it is restarted at the heal.
+    disk_failed: bool,
 }
 
 /// The members, their engines and the network between them.
@@ -110,6 +112,7 @@ impl Cluster {
                 engine: Arc::new(MemEngine::new(&Node::column_families())),
                 node: None,
                 joined: false,
+                disk_failed: false,
             };
             let node = cluster.boot(&member).await?;
             cluster.members.lock().unwrap().push(Member {
@@ -127,7 +130,14 @@ impl Cluster {
             .peer_urls([format!("unix://{}", m.name)])
             .engine(shared)
             .network(self.net.endpoint(m.id))
-            .timings(TIMINGS);
+            .timings(TIMINGS)
+            .lessor_config(LessorConfig {
+                election_timeout: TIMINGS.election_timeout,
+                // Checkpoints well inside the lease client's TTL, so leader changes resume
+                // from checkpointed remaining TTLs.
+                checkpoint_interval: Some(Duration::from_millis(500)),
+                ..LessorConfig::default()
+            });
         let builder = if m.joined {
             builder.join_existing(self.ids().into_iter().filter(|i| *i != m.id))
         } else {
@@ -208,9 +218,36 @@ impl Cluster {
             m.engine.fail_writes();
             m.engine.fail_syncs();
             m.engine = Arc::new(m.engine.crash());
+            m.disk_failed = false;
             node
         };
         old.shutdown().await;
+    }
+
+    /// Make member `id`'s disk fail every fsync from now on, while it keeps running: its
+    /// store poisons at the next sync and it must stop serving rather than answer wrongly.
+    pub fn fail_disk(&self, id: MemberId) {
+        let mut members = self.members.lock().unwrap();
+        if let Some(m) = members.iter_mut().find(|m| m.id == id && m.node.is_some()) {
+            self.note(format!("disk fails on n{id}"));
+            m.engine.fail_syncs();
+            m.disk_failed = true;
+        }
+    }
+
+    /// Kill the members whose disk failed (to be restarted from what they had synced).
+    pub async fn crash_failed_disks(&self) {
+        let failed: Vec<MemberId> = {
+            let members = self.members.lock().unwrap();
+            members
+                .iter()
+                .filter(|m| m.disk_failed)
+                .map(|m| m.id)
+                .collect()
+        };
+        for id in failed {
+            self.crash(id).await;
+        }
     }
 
     /// Restart every crashed member from its synced image.
@@ -224,6 +261,7 @@ impl Cluster {
                     name: m.name.clone(),
                     engine: m.engine.clone(),
                     node: None,
+                    disk_failed: false,
                     ..*m
                 })
                 .collect()
@@ -257,6 +295,7 @@ impl Cluster {
             engine: Arc::new(MemEngine::new(&Node::column_families())),
             node: None,
             joined: true,
+            disk_failed: false,
         };
         let node = self.boot(&member).await?;
         self.note(format!("added learner n{}", member.id));
@@ -340,12 +379,14 @@ pub enum Fault {
     KillLeader,
     /// A voter replaced by a new member (add learner, promote, remove the old one).
     Replace,
+    /// A random member's disk fails every fsync; it is restarted at the phase's end.
+    DiskFailure,
     /// No fault: load only.
     Calm,
 }
 
 impl Fault {
-    const ALL: [Fault; 8] = [
+    const ALL: [Fault; 9] = [
         Fault::Partition,
         Fault::OneWay,
         Fault::IsolateLeader,
@@ -353,6 +394,7 @@ impl Fault {
         Fault::Crash,
         Fault::KillLeader,
         Fault::Replace,
+        Fault::DiskFailure,
         Fault::Calm,
     ];
 
@@ -416,6 +458,7 @@ pub async fn inject(
             }
         }
         Fault::Replace => cluster.replace(rng, serial).await?,
+        Fault::DiskFailure => cluster.fail_disk(ids[rng.index(ids.len())]),
         Fault::Calm => {}
     }
     Ok(())
@@ -424,5 +467,6 @@ pub async fn inject(
 /// Undo every fault: links restored, crashed members restarted from their disks.
 pub async fn heal(cluster: &Cluster) -> Result<(), String> {
     cluster.net.heal();
+    cluster.crash_failed_disks().await;
     cluster.restart_crashed().await
 }

@@ -225,7 +225,12 @@ impl Watcher {
         }
         let synced = slot.synced;
         drop(state);
-        let events = filter(&self.spec, &events);
+        #[allow(unused_mut, reason = "mutated only with the planted-bugs feature")]
+        let mut events = filter(&self.spec, &events);
+        #[cfg(feature = "planted-bugs")]
+        if crate::planted::on(&crate::planted::WATCH_SKIPS_ON_CATCH_UP) && !events.is_empty() {
+            events.remove(0);
+        }
         if !events.is_empty() {
             return Ok(Step::Batch(WatchBatch {
                 events,

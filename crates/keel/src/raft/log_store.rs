@@ -165,6 +165,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .append(encoded, Durability::Buffered)
             .map_err(io_err)
         {
+            #[cfg(feature = "planted-bugs")]
+            Ok(()) if crate::planted::on(&crate::planted::ACK_BEFORE_FSYNC) => {
+                callback.io_completed(Ok(()));
+                Ok(())
+            }
             Ok(()) => self.syncer.after_sync(callback),
             Err(e) => {
                 callback.io_completed(Err(io::Error::other(e.to_string())));

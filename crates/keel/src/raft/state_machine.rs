@@ -155,6 +155,12 @@ impl StateMachine {
             }
         };
         let marker = encode_io("applied state", state)?;
+        #[cfg(feature = "planted-bugs")]
+        if crate::planted::on(&crate::planted::APPLIED_BEFORE_CHANGES) {
+            let mut early = self.store.begin().map_err(io_err)?;
+            early.set_applied(&marker);
+            early.commit(Durability::Synced).map_err(io_err)?;
+        }
         let mut txn = self.store.begin().map_err(io_err)?;
         if let Some(cluster) = &members {
             // Invariant 6: the records commit with the membership entry's marker.
