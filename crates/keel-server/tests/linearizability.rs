@@ -1,7 +1,7 @@
 //! The process tier of the reliability battery: three `keel` processes on 127.0.0.1 under
 //! concurrent clients (the Rust `etcd-client` crate) doing puts, linearizable gets, deletes
 //! and compare-and-swap txns on a few keys, while the leader is killed with SIGKILL and
-//! restarted. Every invocation and completion is recorded (a request without an answer is
+//! restarted, then the next leader is frozen with SIGSTOP and thawed. Every invocation and completion is recorded (a request without an answer is
 //! "maybe applied") and the history is checked by `keel_sim::check`.
 //!
 //! Not bit-exact: real processes, real time and real scheduling; the client choices are
@@ -226,7 +226,7 @@ fn replicas_agree(c: &Cluster) -> i64 {
 }
 
 #[test]
-fn history_under_leader_sigkill_and_restart_is_linearizable() {
+fn history_under_leader_sigkill_restart_and_sigstop_is_linearizable() {
     let mut c = Cluster::start(3);
     let endpoints: Vec<String> = c.members.iter().map(common::Member::endpoint).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -242,13 +242,20 @@ fn history_under_leader_sigkill_and_restart_is_linearizable() {
     let until = Arc::new(AtomicI64::new(i64::MAX));
     let live_watch = runtime.spawn(watch_all(endpoints.clone(), Arc::clone(&until)));
 
-    // Load, then kill the leader, let the others elect and serve, restart it, serve on.
+    // Load, then kill the leader, let the others elect and serve, restart it, serve on;
+    // then freeze the new leader (SIGSTOP) long enough for an election, thaw it (SIGCONT):
+    // a deposed leader that wakes up must not answer from its stale view.
     std::thread::sleep(Duration::from_secs(2));
     let leader = c.leader();
     c.members[leader].kill9();
     std::thread::sleep(Duration::from_secs(3));
     let initial = initial_cluster(&c.members);
     c.members[leader].start(&initial, "new");
+    std::thread::sleep(Duration::from_secs(2));
+    let frozen = c.leader();
+    c.members[frozen].signal("STOP");
+    std::thread::sleep(Duration::from_secs(2));
+    c.members[frozen].signal("CONT");
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
 

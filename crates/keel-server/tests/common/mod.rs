@@ -117,6 +117,16 @@ impl Member {
         }
     }
 
+    /// Send `signal` (a `kill` signal name: STOP, CONT, ...) to the running process.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("not running");
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {} failed", self.name);
+    }
+
     /// SIGTERM the process and wait for it to exit; returns its exit status code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
