@@ -5,6 +5,7 @@ use keel::{InMemoryNetwork, LessorConfig, Node, NodeBuilder, Timings};
 use keel_storage::engine::{ColumnFamily, Durability, Engine, MemEngine, ReadView, WriteBatch};
 use keel_storage::StorageError;
 use keel_types::MemberId;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -92,6 +93,8 @@ pub struct Cluster {
     origin: Instant,
     /// What the schedule did and when (for failure reports).
     events: Mutex<Vec<(u64, String)>>,
+    /// The highest revision the watcher has received (compaction stays at or below it).
+    pub watch_progress: AtomicU64,
 }
 
 impl Cluster {
@@ -104,6 +107,7 @@ impl Cluster {
             members: Mutex::new(Vec::new()),
             origin: Instant::now(),
             events: Mutex::new(Vec::new()),
+            watch_progress: AtomicU64::new(0),
         });
         for id in ids {
             let member = Member {
@@ -381,12 +385,14 @@ pub enum Fault {
     Replace,
     /// A random member's disk fails every fsync; it is restarted at the phase's end.
     DiskFailure,
+    /// The history up to a fresh marker compacted away while the clients work.
+    Compact,
     /// No fault: load only.
     Calm,
 }
 
 impl Fault {
-    const ALL: [Fault; 9] = [
+    const ALL: [Fault; 10] = [
         Fault::Partition,
         Fault::OneWay,
         Fault::IsolateLeader,
@@ -395,6 +401,7 @@ impl Fault {
         Fault::KillLeader,
         Fault::Replace,
         Fault::DiskFailure,
+        Fault::Compact,
         Fault::Calm,
     ];
 
@@ -459,7 +466,8 @@ pub async fn inject(
         }
         Fault::Replace => cluster.replace(rng, serial).await?,
         Fault::DiskFailure => cluster.fail_disk(ids[rng.index(ids.len())]),
-        Fault::Calm => {}
+        // Run by the schedule itself (it keeps the compacted log).
+        Fault::Compact | Fault::Calm => {}
     }
     Ok(())
 }

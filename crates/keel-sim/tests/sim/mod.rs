@@ -124,11 +124,17 @@ async fn run(
     let lease = tokio::spawn(lease_client(cluster.clone(), seed, stop.clone()));
 
     let mut faults = Vec::new();
+    // The event log up to the last compaction (collected before compacting it away).
+    let mut compacted = Compacted::default();
     for serial in 0..3 + rng.below(3) {
         let fault = Fault::pick(rng);
         faults.push(fault);
         cluster.note(format!("{fault:?} begins"));
-        inject(cluster, fault, rng, serial).await?;
+        if fault == Fault::Compact {
+            compact_under_load(cluster, rng, &mut compacted).await?;
+        } else {
+            inject(cluster, fault, rng, serial).await?;
+        }
         tokio::time::sleep(Duration::from_millis(300 + rng.below(600))).await;
         heal(cluster).await?;
         cluster.note("healed".to_string());
@@ -147,9 +153,10 @@ async fn run(
     let lease_end = end_lease(cluster, rng, &mut lease_history, lease_id).await?;
 
     let (last, _) = write_within(cluster, rng, RECOVERY_BOUND).await?;
-    let reference = agreed_log(cluster, last).await?;
+    let mut reference = compacted.log;
+    reference.extend(agreed_log(cluster, last, compacted.upto + 1).await?);
     check_histories(&logs, &watched.segments, &reference, &lease_history)?;
-    check_compaction(cluster, rng, last).await?;
+    check_compaction(cluster, rng, last, compacted.upto).await?;
 
     let ops: Vec<_> = logs.iter().flat_map(|l| l.ops.iter()).collect();
     Ok(Report {
@@ -193,7 +200,11 @@ async fn write_within(
 
 /// Wait until every member has applied `revision`; check they hash the keyspace alike and
 /// hold the same event log under the watched prefix; return that log.
-async fn agreed_log(cluster: &Cluster, revision: Revision) -> Result<Vec<WatchEvent>, String> {
+async fn agreed_log(
+    cluster: &Cluster,
+    revision: Revision,
+    from: u64,
+) -> Result<Vec<WatchEvent>, String> {
     let nodes = cluster.live();
     let mut hashes = Vec::new();
     let mut logs: Vec<Vec<WatchEvent>> = Vec::new();
@@ -204,7 +215,7 @@ async fn agreed_log(cluster: &Cluster, revision: Revision) -> Result<Vec<WatchEv
             .await
             .map_err(|e| format!("hash_kv on {}: {e}", node.id()))?;
         hashes.push((node.id(), hash.body.hash));
-        logs.push(full_log(node, revision).await?);
+        logs.push(full_log(node, from, revision).await?);
     }
     if hashes.iter().any(|h| h.1 != hashes[0].1) {
         return Err(format!(
@@ -235,10 +246,11 @@ async fn applied(node: &Node, revision: Revision) -> Result<(), String> {
         .map_err(|_| format!("member {} never applied revision {revision}", node.id()))
 }
 
-/// Every event under the prefix from revision 1 to `upto`, from `node`.
-async fn full_log(node: &Node, upto: Revision) -> Result<Vec<WatchEvent>, String> {
+/// Every event under the prefix from revision `from` to `upto` (which must be an event's
+/// revision), from `node`.
+async fn full_log(node: &Node, from: u64, upto: Revision) -> Result<Vec<WatchEvent>, String> {
     let spec = WatchSpec {
-        start_revision: Some(Revision::new(1)),
+        start_revision: Some(Revision::new(from)),
         ..WatchSpec::new(KeyRange::prefix(PREFIX))
     };
     let mut stream = node
@@ -256,7 +268,10 @@ async fn full_log(node: &Node, upto: Revision) -> Result<Vec<WatchEvent>, String
         false
     };
     match tokio::time::timeout(RECOVERY_BOUND, work).await {
-        Ok(true) => Ok(log),
+        Ok(true) => {
+            log.retain(|e| e.revision <= upto.get());
+            Ok(log)
+        }
         _ => Err(format!("watch on {} did not reach {upto}", node.id())),
     }
 }
@@ -434,10 +449,61 @@ async fn await_expiry(
     }
 }
 
-/// Compact half the history away; the members still agree, and a watch from before the
-/// compaction is refused everywhere.
-async fn check_compaction(cluster: &Cluster, rng: &mut Rng, last: Revision) -> Result<(), String> {
-    let at = Revision::new((last.get() / 2).max(2));
+/// The event log below a compaction, kept by the battery (the members no longer have it).
+#[derive(Default)]
+struct Compacted {
+    /// The compaction revision (0: none yet).
+    upto: u64,
+    /// Every event under the prefix up to `upto`.
+    log: Vec<WatchEvent>,
+}
+
+/// Compact while the clients work: write a marker, wait until the watcher has passed it (so
+/// it is never compacted out from under), keep the log up to it, then compact at it.
+async fn compact_under_load(
+    cluster: &Cluster,
+    rng: &mut Rng,
+    compacted: &mut Compacted,
+) -> Result<(), String> {
+    let (at, _) = write_within(cluster, rng, RECOVERY_BOUND).await?;
+    let seen = async {
+        while cluster.watch_progress.load(Ordering::Relaxed) < at.get() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(RECOVERY_BOUND, seen)
+        .await
+        .map_err(|_| format!("the watcher never reached revision {at}"))?;
+    let node = cluster.pick(rng).ok_or("no member running")?;
+    let below = full_log(&node, compacted.upto + 1, at).await?;
+    let work = async {
+        loop {
+            if let Some(node) = cluster.pick(rng) {
+                if node.compact(at).await.is_ok() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(RECOVERY_BOUND, work)
+        .await
+        .map_err(|_| format!("compaction at {at} never answered"))?;
+    cluster.note(format!("compacted at {at}"));
+    compacted.log.extend(below);
+    compacted.upto = at.get();
+    Ok(())
+}
+
+/// Compact half the history away (at least past `compacted`); the members still agree, and
+/// a watch from before the compaction is refused everywhere.
+async fn check_compaction(
+    cluster: &Cluster,
+    rng: &mut Rng,
+    last: Revision,
+    compacted: u64,
+) -> Result<(), String> {
+    let at = Revision::new((last.get() / 2).max(compacted + 1).max(2).min(last.get()));
     let work = async {
         loop {
             if let Some(node) = cluster.pick(rng) {

@@ -214,6 +214,9 @@ pub async fn watcher(cluster: Arc<Cluster>, seed: u64, stop: Arc<AtomicBool>) ->
                 Err(_) => {}
                 Ok(Some(Ok(resp))) => {
                     next = next.max(resp.body.revision.get() + 1);
+                    cluster
+                        .watch_progress
+                        .fetch_max(next - 1, Ordering::Relaxed);
                     responses.push(events(&resp.body));
                 }
                 Ok(Some(Err(_)) | None) => break,
