@@ -293,6 +293,9 @@ impl GrpcNetwork {
 fn status_error(to: MemberId, status: &Status) -> NodeError {
     match status.code() {
         tonic::Code::Unavailable => NodeError::Unreachable { member: to },
+        // The peer timed out or lost track of a write it had accepted: the outcome is
+        // unknown (it may still apply), which callers must not take for "not delivered".
+        tonic::Code::DeadlineExceeded => NodeError::Timeout,
         _ => NodeError::Network {
             detail: format!("member {to}: {}", status.message()),
         },
@@ -397,6 +400,7 @@ impl PeerServer {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let reply = handler.handle(message).await.map_err(|e| match e {
             NodeError::Stopped => Status::unavailable(e.to_string()),
+            NodeError::Timeout => Status::deadline_exceeded(e.to_string()),
             other => Status::internal(other.to_string()),
         })?;
         let payload = reply

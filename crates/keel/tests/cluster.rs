@@ -179,6 +179,53 @@ async fn whole_cluster_restarts_from_disk() {
     }
 }
 
+/// A write forwarded to a leader that appends and replicates it, then stops before the
+/// followers' acknowledgements reach it, has an unknown outcome: the next leader commits the
+/// entry it holds. Regression (keel-sim seed 2): the follower took the stopped leader's
+/// answer for "not delivered", resent the write to the next leader, and it applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_in_flight_when_the_leader_stops_is_applied_at_most_once() {
+    let net = InMemoryNetwork::new();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = cluster(&net, &dirs).await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    let leader_id = agreed_leader(&all).await;
+    let at = nodes.iter().position(|n| n.id() == leader_id).unwrap();
+    let leader = nodes.remove(at);
+    // Everything the followers send the leader is slow: the forwarded write, and their
+    // acknowledgements of its entry.
+    for f in &nodes {
+        net.delay(f.id(), leader_id, Duration::from_millis(500));
+    }
+    let follower = nodes[0].clone();
+    let before = follower.status().await.unwrap().raft_index;
+    let write = tokio::spawn(async move { follower.put(&b"once"[..], &b"v"[..]).await });
+    // The entry reached the followers; no acknowledgement has reached the leader yet.
+    nodes[0]
+        .wait_for_status(DEADLINE, |s| s.raft_index > before)
+        .await
+        .unwrap();
+    net.unregister(leader_id);
+    leader.shutdown().await;
+    net.heal();
+    let outcome = write.await.unwrap();
+    assert!(
+        matches!(outcome, Ok(_) | Err(NodeError::Timeout)),
+        "an in-flight write ends applied or unknown: {outcome:?}"
+    );
+    let all: Vec<&Node> = nodes.iter().collect();
+    agreed_leader(&all).await;
+    let got = nodes[1].get(&b"once"[..]).await.unwrap().body;
+    assert_eq!(
+        got.map(|kv| kv.version),
+        Some(1),
+        "the entry the next leader holds is applied, once"
+    );
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_and_reads_work_over_slow_asymmetric_links() {
     let net = InMemoryNetwork::new();

@@ -377,6 +377,8 @@ pub enum Fault {
     IsolateLeader,
     /// Random delays on links (messages overtake each other).
     Delay,
+    /// Lossy links: on about half the links, every 2nd to 5th message is lost.
+    Loss,
     /// A random member killed, restarted at the phase's end.
     Crash,
     /// The leader killed, restarted at the phase's end.
@@ -392,11 +394,12 @@ pub enum Fault {
 }
 
 impl Fault {
-    const ALL: [Fault; 10] = [
+    const ALL: [Fault; 11] = [
         Fault::Partition,
         Fault::OneWay,
         Fault::IsolateLeader,
         Fault::Delay,
+        Fault::Loss,
         Fault::Crash,
         Fault::KillLeader,
         Fault::Replace,
@@ -451,6 +454,17 @@ pub async fn inject(
                     if from != to && rng.below(2) == 0 {
                         let ms = 1 + rng.below(40);
                         cluster.net.delay(from, to, Duration::from_millis(ms));
+                    }
+                }
+            }
+        }
+        Fault::Loss => {
+            for &from in &ids {
+                for &to in &ids {
+                    if from != to && rng.below(2) == 0 {
+                        let n = u32::try_from(2 + rng.below(4)).unwrap();
+                        cluster.note(format!("n{from} -> n{to} loses 1 in {n}"));
+                        cluster.net.drop_every(from, to, n);
                     }
                 }
             }

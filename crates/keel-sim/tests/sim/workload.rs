@@ -24,6 +24,8 @@ pub const LEASE_KEY: &str = "lease/k";
 pub const LEASE_TTL_SECS: i64 = 2;
 /// Longest a client waits for one answer before it counts as unanswered.
 const REQUEST_DEADLINE: Duration = Duration::from_millis(1500);
+/// How long a client waits after a call that got no answer.
+const FAILURE_PAUSE: Duration = Duration::from_millis(30);
 
 /// `work`'s answer, or `None` when it failed or did not answer in time.
 async fn answered<T, E>(work: impl Future<Output = Result<T, E>>) -> Option<T> {
@@ -94,8 +96,16 @@ pub async fn kv_client(
                 ));
                 (output, Some(ret))
             }
+            // A read without an answer says nothing: left out of the history.
+            // A read without an answer says nothing: left out of the history. Either way
+            // the client backs off a little, as a real one would.
+            None if input == Input::Get => {
+                tokio::time::sleep(FAILURE_PAUSE).await;
+                continue;
+            }
             None => {
                 log.notes.push(format!("n{} unanswered", node.id()));
+                tokio::time::sleep(FAILURE_PAUSE).await;
                 (Output::Unknown, None)
             }
         };

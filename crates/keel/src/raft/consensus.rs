@@ -339,13 +339,23 @@ impl Consensus {
         &*self.network
     }
 
-    /// Propose on this member; `NotLeader` when it is not the leader.
+    /// Propose on this member; `NotLeader` when it is not the leader (nothing was appended:
+    /// the caller may send it elsewhere). Once appended, the outcome of a write that does not
+    /// complete here is unknown — another member may commit it — so that is
+    /// [`NodeError::Timeout`] ("may still be applied"), never `NotLeader`: resending it would
+    /// apply it twice (keel-sim seed 2 saw a compare-and-swap applied twice that way).
     async fn write_local(&self, request: Request) -> Result<Reply, NodeError> {
         match self.raft.client_write(request).await {
             Ok(resp) => Ok(Reply::Applied {
                 applied: resp.data,
                 term: term_of(&resp.log_id),
             }),
+            // Truncated by a new leader or purged under a snapshot after it was appended.
+            Err(RaftError::APIError(openraft::errors::ClientWriteError::LogEntryDiscarded(_))) => {
+                Err(NodeError::Timeout)
+            }
+            // The engine stopped with the write in flight.
+            Err(RaftError::Fatal(Fatal::Stopped)) => Err(NodeError::Timeout),
             Err(e) => match e.forward_to_leader() {
                 Some(f) => Ok(Reply::NotLeader {
                     leader: f.leader_id,

@@ -16,7 +16,8 @@ use std::time::Duration;
 /// link is lost after delivery ([`NodeError::Network`]).
 ///
 /// Links can also be slowed down ([`InMemoryNetwork::delay`]), which reorders messages
-/// sent over links with different delays.
+/// sent over links with different delays, and made lossy ([`InMemoryNetwork::drop_every`]):
+/// deterministically, every n-th message on the link is lost.
 ///
 /// Invariants:
 /// 1. A link `a -> b` delivers iff neither end is isolated, `(a, b)` is not blocked, and (while
@@ -59,6 +60,8 @@ struct Router {
     blocked: BTreeSet<(MemberId, MemberId)>,
     groups: Option<Vec<BTreeSet<MemberId>>>,
     delays: BTreeMap<(MemberId, MemberId), Duration>,
+    /// Lossy links: (every how many messages one is lost, messages sent so far).
+    drops: BTreeMap<(MemberId, MemberId), (u32, u32)>,
 }
 
 impl Router {
@@ -128,13 +131,33 @@ impl InMemoryNetwork {
         self.router.lock().delays.insert((from, to), delay);
     }
 
-    /// Remove every fault: isolation, blocked links, partitions and delays.
+    /// Lose every `n`-th message from `from` to `to` (one direction; `n` below 2 is taken
+    /// as 2). The message is not delivered and the sender gets [`NodeError::Unreachable`]
+    /// (as for a cut link: it may resend).
+    pub fn drop_every(&self, from: MemberId, to: MemberId, n: u32) {
+        self.router.lock().drops.insert((from, to), (n.max(2), 0));
+    }
+
+    /// Remove every fault: isolation, blocked links, partitions, delays and losses.
     pub fn heal(&self) {
         let mut r = self.router.lock();
         r.isolated.clear();
         r.blocked.clear();
         r.groups = None;
         r.delays.clear();
+        r.drops.clear();
+    }
+
+    /// Count a message on `from -> to`; whether the link loses it.
+    fn loses(&self, from: MemberId, to: MemberId) -> bool {
+        let mut r = self.router.lock();
+        match r.drops.get_mut(&(from, to)) {
+            Some((n, sent)) => {
+                *sent = sent.wrapping_add(1);
+                *sent % *n == 0
+            }
+            None => false,
+        }
     }
 
     fn delay_of(&self, from: MemberId, to: MemberId) -> Duration {
@@ -171,6 +194,9 @@ impl Network for Endpoint {
             let there = self.net.delay_of(self.from, to);
             if !there.is_zero() {
                 tokio::time::sleep(there).await;
+            }
+            if self.net.loses(self.from, to) {
+                return Err(NodeError::Unreachable { member: to });
             }
             // Faults are checked when the message arrives, not when it leaves.
             let Some(handler) = self.net.route(self.from, to) else {
@@ -212,5 +238,17 @@ mod tests {
         assert!(net.delivers(a, b) && !net.delivers(b, c) && !net.delivers(c, a));
         net.heal();
         assert!(net.delivers(c, a));
+    }
+
+    #[test]
+    fn a_lossy_link_loses_every_nth_message_one_way_until_healed() {
+        let (a, b) = (MemberId::new(1), MemberId::new(2));
+        let net = InMemoryNetwork::new();
+        net.drop_every(a, b, 3);
+        let lost: Vec<bool> = (0..6).map(|_| net.loses(a, b)).collect();
+        assert_eq!(lost, [false, false, true, false, false, true]);
+        assert!(!net.loses(b, a));
+        net.heal();
+        assert!((0..6).all(|_| !net.loses(a, b)));
     }
 }
