@@ -147,15 +147,10 @@ mod tests {
     }
 
     proptest! {
-
         // Deterministic: the same cases on every run (a failure is saved and replayed).
-
         #![proptest_config(proptest::test_runner::Config {
-
             rng_seed: proptest::test_runner::RngSeed::Fixed(0x6b65_656c),
-
             ..proptest::test_runner::Config::default()
-
         })]
         /// The sweep agrees with checking every key of a small alphabet one by one.
         #[test]

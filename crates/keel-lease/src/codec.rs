@@ -191,15 +191,10 @@ mod tests {
     }
 
     proptest! {
-
         // Deterministic: the same cases on every run (a failure is saved and replayed).
-
         #![proptest_config(proptest::test_runner::Config {
-
             rng_seed: proptest::test_runner::RngSeed::Fixed(0x6b65_656c),
-
             ..proptest::test_runner::Config::default()
-
         })]
         #[test]
         fn lease_record_round_trip(

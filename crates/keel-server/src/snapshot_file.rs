@@ -187,15 +187,10 @@ mod tests {
     }
 
     proptest! {
-
         // Deterministic: the same cases on every run (a failure is saved and replayed).
-
         #![proptest_config(proptest::test_runner::Config {
-
             rng_seed: proptest::test_runner::RngSeed::Fixed(0x6b65_656c),
-
             ..proptest::test_runner::Config::default()
-
         })]
         #[test]
         fn round_trip_and_etcd_shape(chunks in proptest::collection::vec(

@@ -391,15 +391,10 @@ mod tests {
     }
 
     proptest::proptest! {
-
         // Deterministic: the same cases on every run (a failure is saved and replayed).
-
         #![proptest_config(proptest::test_runner::Config {
-
             rng_seed: proptest::test_runner::RngSeed::Fixed(0x6b65_656c),
-
             ..proptest::test_runner::Config::default()
-
         })]
         /// Any history produced by running the model sequentially, with each operation's
         /// interval stretched over its neighbours', is linearizable.

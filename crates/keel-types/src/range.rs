@@ -208,15 +208,10 @@ mod tests {
     }
 
     proptest! {
-
         // Deterministic: the same cases on every run (a failure is saved and replayed).
-
         #![proptest_config(proptest::test_runner::Config {
-
             rng_seed: proptest::test_runner::RngSeed::Fixed(0x6b65_656c),
-
             ..proptest::test_runner::Config::default()
-
         })]
         #[test]
         fn prefix_contains_exactly_prefixed(p in proptest::collection::vec(any::<u8>(), 1..4),

@@ -5,6 +5,7 @@ use keel::{InMemoryNetwork, LessorConfig, Node, NodeBuilder, Timings};
 use keel_storage::engine::{ColumnFamily, Durability, Engine, MemEngine, ReadView, WriteBatch};
 use keel_storage::StorageError;
 use keel_types::MemberId;
+use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -344,6 +345,30 @@ impl Cluster {
     }
 }
 
+/// Call `op` on random running members until it succeeds once, for at most `bound`;
+/// `None` when it never did.
+pub async fn on_any_member<T, E, Fut>(
+    cluster: &Cluster,
+    rng: &mut Rng,
+    bound: Duration,
+    op: impl Fn(Node) -> Fut,
+) -> Option<T>
+where
+    Fut: Future<Output = Result<T, E>>,
+{
+    let work = async {
+        loop {
+            if let Some(node) = cluster.pick(rng) {
+                if let Ok(done) = op(node).await {
+                    return done;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(bound, work).await.ok()
+}
+
 /// Promote learner `id`, retrying while the leader does not yet see it in sync.
 async fn promote_when_in_sync(
     cluster: &Cluster,
@@ -351,19 +376,12 @@ async fn promote_when_in_sync(
     id: MemberId,
     bound: Duration,
 ) -> Result<(), String> {
-    let work = async {
-        loop {
-            if let Some(node) = cluster.pick(rng) {
-                if node.member_promote(id).await.is_ok() {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(bound, work)
-        .await
-        .map_err(|_| format!("learner {id} never promoted"))
+    on_any_member(cluster, rng, bound, |node| async move {
+        node.member_promote(id).await
+    })
+    .await
+    .map(|_| ())
+    .ok_or_else(|| format!("learner {id} never promoted"))
 }
 
 /// The kinds of fault a phase injects.

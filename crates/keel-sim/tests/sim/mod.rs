@@ -4,7 +4,7 @@
 pub mod cluster;
 pub mod workload;
 
-use cluster::{heal, inject, Cluster, Fault, Rng};
+use cluster::{heal, inject, on_any_member, Cluster, Fault, Rng};
 use futures::StreamExt;
 use keel::Node;
 use keel_sim::{
@@ -183,19 +183,13 @@ async fn write_within(
     rng: &mut Rng,
     bound: Duration,
 ) -> Result<(Revision, u64), String> {
-    let work = async {
-        loop {
-            if let Some(node) = cluster.pick(rng) {
-                if let Ok(r) = node.put("sim/marker", "m").await {
-                    return (r.header.revision, cluster.now());
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(bound, work)
+    let put = on_any_member(cluster, rng, bound, |node| async move {
+        node.put("sim/marker", "m").await
+    });
+    let r = put
         .await
-        .map_err(|_| format!("no write served within {bound:?} after the faults healed"))
+        .ok_or_else(|| format!("no write served within {bound:?} after the faults healed"))?;
+    Ok((r.header.revision, cluster.now()))
 }
 
 /// Wait until every member has applied `revision`; check they hash the keyspace alike and
@@ -376,20 +370,14 @@ async fn end_lease(
         // Revoke, retrying: an unanswered attempt may have done it, so the revoke counts
         // from the first attempt; "not found" then means done.
         let first = cluster.now();
-        let work = async {
-            loop {
-                if let Some(node) = cluster.pick(rng) {
-                    match node.lease_revoke(id).await {
-                        Ok(_) | Err(keel::NodeError::LeaseNotFound { .. }) => return,
-                        Err(_) => {}
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+        on_any_member(cluster, rng, RECOVERY_BOUND, |node| async move {
+            match node.lease_revoke(id).await {
+                Ok(_) | Err(keel::NodeError::LeaseNotFound { .. }) => Ok(()),
+                Err(e) => Err(e),
             }
-        };
-        tokio::time::timeout(RECOVERY_BOUND, work)
-            .await
-            .map_err(|_| "lease revoke never answered".to_string())?;
+        })
+        .await
+        .ok_or("lease revoke never answered")?;
         history.revoke = Some(Call {
             call: first,
             ret: cluster.now(),
@@ -499,23 +487,21 @@ async fn compact_under_load(
         .map_err(|_| format!("the watcher never reached revision {at}"))?;
     let node = cluster.pick(rng).ok_or("no member running")?;
     let below = full_log(&node, compacted.upto + 1, at).await?;
-    let work = async {
-        loop {
-            if let Some(node) = cluster.pick(rng) {
-                if node.compact(at).await.is_ok() {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(RECOVERY_BOUND, work)
-        .await
-        .map_err(|_| format!("compaction at {at} never answered"))?;
+    compact_at(cluster, rng, at).await?;
     cluster.note(format!("compacted at {at}"));
     compacted.log.extend(below);
     compacted.upto = at.get();
     Ok(())
+}
+
+/// Compact at `at` through any member.
+async fn compact_at(cluster: &Cluster, rng: &mut Rng, at: Revision) -> Result<(), String> {
+    on_any_member(cluster, rng, RECOVERY_BOUND, |node| async move {
+        node.compact(at).await
+    })
+    .await
+    .map(|_| ())
+    .ok_or_else(|| format!("compaction at {at} never answered"))
 }
 
 /// Compact half the history away (at least past `compacted`); the members still agree, and
@@ -527,19 +513,7 @@ async fn check_compaction(
     compacted: u64,
 ) -> Result<(), String> {
     let at = Revision::new((last.get() / 2).max(compacted + 1).max(2).min(last.get()));
-    let work = async {
-        loop {
-            if let Some(node) = cluster.pick(rng) {
-                if node.compact(at).await.is_ok() {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(RECOVERY_BOUND, work)
-        .await
-        .map_err(|_| "compaction never answered".to_string())?;
+    compact_at(cluster, rng, at).await?;
     let (after, _) = write_within(cluster, rng, RECOVERY_BOUND).await?;
     let mut hashes = Vec::new();
     for node in cluster.live() {
