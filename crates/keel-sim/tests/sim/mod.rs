@@ -100,21 +100,17 @@ pub async fn run_seed(seed: u64) -> Result<Report, String> {
     let size = if rng.below(4) == 0 { 5 } else { 3 };
     let cluster = Cluster::start(size).await?;
     let stop = Arc::new(AtomicBool::new(false));
-    let outcome = run(&cluster, &mut rng, seed, &stop).await;
+    let outcome = run(&cluster, &mut rng, seed, size, &stop).await;
     stop.store(true, Ordering::Relaxed);
     cluster.shutdown().await;
-    outcome
-        .map(|mut report| {
-            report.size = size;
-            report
-        })
-        .map_err(|e| format!("{e}\nfaults:\n{}", cluster.timeline()))
+    outcome.map_err(|e| format!("{e}\nfaults:\n{}", cluster.timeline()))
 }
 
 async fn run(
     cluster: &Arc<Cluster>,
     rng: &mut Rng,
     seed: u64,
+    size: u64,
     stop: &Arc<AtomicBool>,
 ) -> Result<Report, String> {
     let clients: Vec<_> = (0..KV_CLIENTS)
@@ -160,7 +156,7 @@ async fn run(
 
     let ops: Vec<_> = logs.iter().flat_map(|l| l.ops.iter()).collect();
     Ok(Report {
-        size: 0,
+        size,
         faults,
         ops: ops.len(),
         unknown: ops.iter().filter(|o| o.ret.is_none()).count(),

@@ -96,7 +96,6 @@ pub async fn kv_client(
                 ));
                 (output, Some(ret))
             }
-            // A read without an answer says nothing: left out of the history.
             // A read without an answer says nothing: left out of the history. Either way
             // the client backs off a little, as a real one would.
             None if input == Input::Get => {
