@@ -25,5 +25,5 @@ pub mod watch;
 
 pub use error::{Result, StorageError};
 pub use limits::MvccLimits;
-pub use log::{DurableLog, LOG_CF};
+pub use log::{DurableLog, LogBounds, LOG_CF};
 pub use mvcc::MvccStore;

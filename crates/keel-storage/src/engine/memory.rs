@@ -31,6 +31,8 @@ struct Images {
 struct Faults {
     fail_writes: bool,
     fail_syncs: bool,
+    /// Writes still allowed before the armed failpoint ([`MemEngine::fail_after_writes`]).
+    writes_left: Option<u64>,
 }
 
 /// In-memory [`Engine`] (see the module docs).
@@ -124,6 +126,29 @@ impl MemEngine {
         self.faults.lock().fail_syncs = true;
     }
 
+    /// Arm a failpoint: `n` more writes succeed, then every write fails with an i/o error
+    /// (poisoning the engine), as if the process died just before its `n`-th write from now.
+    /// [`MemEngine::crash`] then gives the disk a restart would find. Counting every write
+    /// lets a test crash an operation at each of its steps in turn.
+    ///
+    /// # Examples
+    /// ```
+    /// use keel_storage::engine::{Durability, Engine, MemEngine, WriteBatch};
+    /// let engine = MemEngine::new(&["kv"]);
+    /// let kv = engine.column_family("kv")?;
+    /// engine.fail_after_writes(1);
+    /// let mut b = WriteBatch::default();
+    /// b.put(kv, b"first", b"1");
+    /// engine.write(b.clone(), Durability::Synced)?;
+    /// assert!(engine.write(b, Durability::Synced).is_err());
+    /// assert!(engine.view().is_err(), "poisoned");
+    /// assert_eq!(engine.crash().view()?.get(kv, b"first")?, Some(b"1".to_vec()));
+    /// # Ok::<(), keel_storage::StorageError>(())
+    /// ```
+    pub fn fail_after_writes(&self, n: u64) {
+        self.faults.lock().writes_left = Some(n);
+    }
+
     /// Whether some written data is not yet synced.
     pub fn has_unsynced(&self) -> bool {
         let images = self.images.lock();
@@ -189,7 +214,12 @@ impl Engine for MemEngine {
             }
         }
         {
-            let faults = self.faults.lock();
+            let mut faults = self.faults.lock();
+            match faults.writes_left {
+                Some(0) => faults.fail_writes = true,
+                Some(n) => faults.writes_left = Some(n - 1),
+                None => {}
+            }
             if faults.fail_writes {
                 return Err(self.poison.poison(StorageError::Io {
                     op: "write",

@@ -1,0 +1,286 @@
+//! A crash at every failpoint: each multi-step storage operation (apply of a batch sequence,
+//! compaction, snapshot install, log purge and truncation) is run once per write it makes,
+//! with the engine dying just before that write ([`MemEngine::fail_after_writes`]). Each
+//! crash is restarted twice — from what a killed process leaves (every write that reached the
+//! engine: RocksDB's WAL is in the page cache) and from what a power cut leaves (synced writes
+//! only) — and the restarted store must be consistent, lose nothing synced, and finish the
+//! operation to exactly the state an uninterrupted run reaches.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failure is a test failure"
+)]
+
+use keel_storage::engine::{Durability, Engine, MemEngine, ScanBounds};
+use keel_storage::{DurableLog, LogBounds, LOG_CF};
+use keel_storage::mvcc::{DeleteRequest, PutRequest, RangeRequest};
+use keel_storage::{MvccStore, StorageError};
+use keel_types::{KeyRange, Revision};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+/// Every key and value of every family, to compare two engines exactly.
+fn dump(engine: &dyn Engine, families: &[&str]) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
+    let view = engine.view().unwrap();
+    families
+        .iter()
+        .map(|name| {
+            let cf = engine.column_family(name).unwrap();
+            let mut rows = Vec::new();
+            view.scan(cf, ScanBounds::forward(&[], None), &mut |k, v| {
+                rows.push((k.to_vec(), v.to_vec()));
+                Ok(ControlFlow::Continue(()))
+            })
+            .unwrap();
+            rows
+        })
+        .collect()
+}
+
+/// The two disks a crash can leave: a killed process's and a power cut's.
+fn crash_images(engine: &MemEngine) -> [(&'static str, MemEngine); 2] {
+    [
+        ("process kill", engine.reopen(&[])),
+        ("power cut", engine.crash()),
+    ]
+}
+
+fn open(engine: Arc<MemEngine>) -> MvccStore {
+    MvccStore::open_with(engine, Default::default(), Durability::Synced).unwrap()
+}
+
+/// A copy of `base` (as a clean restart finds it) and a store on it.
+fn copy(base: &MemEngine) -> (Arc<MemEngine>, MvccStore) {
+    let engine = Arc::new(base.reopen(&[]));
+    (engine.clone(), open(engine))
+}
+
+/// A store with history worth compacting: 40 keys, each rewritten four times, the last deletion left standing.
+fn history() -> MemEngine {
+    let engine = Arc::new(MemEngine::new(&MvccStore::COLUMN_FAMILIES));
+    let store = open(engine.clone());
+    for round in 0..4u32 {
+        for k in 0..40u32 {
+            store
+                .put(PutRequest::new(format!("k{k:02}"), format!("v{round}")))
+                .unwrap();
+        }
+        store
+            .delete_range(&DeleteRequest {
+                range: KeyRange::key(format!("k{round:02}")),
+                prev_kv: false,
+            })
+            .unwrap();
+    }
+    engine.reopen(&[])
+}
+
+/// Run `op` with the engine dying before its `k`-th write, for k = 0, 1, ... until a run
+/// completes; hand each crash image to `check`. Returns how many failpoints were hit.
+fn at_every_failpoint<T>(
+    fresh: impl Fn() -> (Arc<MemEngine>, T),
+    op: impl Fn(&T) -> Result<(), StorageError>,
+    mut check: impl FnMut(u64, &'static str, MemEngine),
+) -> u64 {
+    for k in 0.. {
+        let (engine, state) = fresh();
+        engine.fail_after_writes(k);
+        match op(&state) {
+            Ok(()) => return k,
+            Err(e) => assert!(
+                matches!(e, StorageError::Io { .. } | StorageError::Poisoned { .. }),
+                "failpoint {k}: unexpected error {e:?}"
+            ),
+        }
+        for (kind, image) in crash_images(&engine) {
+            check(k, kind, image);
+        }
+    }
+    unreachable!("the loop only ends by returning")
+}
+
+#[test]
+fn a_crash_at_every_step_of_a_physical_compaction_resumes_to_the_same_state() {
+    let base = history();
+    let target = Revision::new(120);
+    let compact = |store: &MvccStore| -> Result<(), StorageError> {
+        store.compact(target, false)?;
+        while !store.compact_step(7)? {}
+        Ok(())
+    };
+    let (_, before) = copy(&base);
+    let hash_before = before.hash_kv(None).unwrap();
+    let (reference, store) = copy(&base);
+    compact(&store).unwrap();
+    let hash_after = store.hash_kv(None).unwrap();
+    let expected = dump(reference.as_ref(), &MvccStore::COLUMN_FAMILIES);
+
+    let hit = at_every_failpoint(
+        || copy(&base),
+        compact,
+        |k, kind, image| {
+            let image = Arc::new(image);
+            let store = open(image.clone());
+            let hash = store.hash_kv(None).unwrap();
+            // the latest state never changes under compaction
+            let all = store.range(&RangeRequest::new(KeyRange::all())).unwrap();
+            assert_eq!(all.count, 39, "failpoint {k}, {kind}");
+            if store.compacted_revision().unwrap() == target {
+                assert_eq!(hash, hash_after, "failpoint {k}, {kind}");
+                // the scheduled compaction resumes from its persisted progress
+                while !store.compact_step(7).unwrap() {}
+            } else {
+                assert_eq!(hash, hash_before, "failpoint {k}, {kind}: a half compaction");
+                compact(&store).unwrap();
+            }
+            let got = dump(image.as_ref(), &MvccStore::COLUMN_FAMILIES);
+            assert!(got == expected, "failpoint {k}, {kind}: resumed compaction differs");
+        },
+    );
+    assert!(hit > 10, "compaction took only {hit} writes: batches too large to test");
+}
+
+#[test]
+fn a_crash_at_every_step_of_a_snapshot_install_leaves_the_old_state_or_a_refusal_to_open() {
+    let source: Arc<dyn Engine> = Arc::new(history());
+    let chunks: Vec<Vec<u8>> = keel_storage::snapshot::export(&source, &MvccStore::COLUMN_FAMILIES, 512)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let installed = {
+        let (engine, store) = copy(&MemEngine::new(&MvccStore::COLUMN_FAMILIES));
+        store.install_snapshot(chunks.iter().cloned().map(Ok)).unwrap();
+        dump(engine.as_ref(), &MvccStore::COLUMN_FAMILIES)
+    };
+    let base = {
+        let (engine, store) = copy(&MemEngine::new(&MvccStore::COLUMN_FAMILIES));
+        for k in 0..10u32 {
+            store.put(PutRequest::new(format!("old{k}"), "x")).unwrap();
+        }
+        engine.reopen(&[])
+    };
+    let old = dump(&base, &MvccStore::COLUMN_FAMILIES);
+    let mut refused = 0;
+    let hit = at_every_failpoint(
+        || copy(&base),
+        |store| store.install_snapshot(chunks.iter().cloned().map(Ok)).map(drop),
+        |k, kind, image| {
+            let image = Arc::new(image);
+            match MvccStore::open_with(image.clone(), Default::default(), Durability::Synced) {
+                Ok(_) => {
+                    let got = dump(image.as_ref(), &MvccStore::COLUMN_FAMILIES);
+                    assert!(
+                        got == old || got == installed,
+                        "failpoint {k}, {kind}: a store opened on a half-installed snapshot"
+                    );
+                }
+                Err(StorageError::IncompleteInstall) => {
+                    refused += 1;
+                    keel_storage::snapshot::install(image.as_ref(), chunks.iter().cloned().map(Ok))
+                        .unwrap();
+                    open(image.clone());
+                    let got = dump(image.as_ref(), &MvccStore::COLUMN_FAMILIES);
+                    assert!(got == installed, "failpoint {k}, {kind}: reinstall differs");
+                }
+                Err(e) => panic!("failpoint {k}, {kind}: {e:?}"),
+            }
+        },
+    );
+    assert!(hit > 10, "the install took only {hit} writes: chunks too large to test");
+    assert!(refused > 0, "no failpoint left a half install");
+}
+
+/// The log's state as a reader sees it: bounds and every entry.
+fn log_state(log: &DurableLog) -> (LogBounds, Vec<(u64, Vec<u8>)>) {
+    let bounds = log.bounds();
+    let entries = match (bounds.first, bounds.last) {
+        (Some(first), Some(last)) => log.entries(first, last + 1).unwrap(),
+        _ => Vec::new(),
+    };
+    (bounds, entries)
+}
+
+#[test]
+fn a_crash_at_every_step_of_purge_truncate_and_append_leaves_a_prefix_of_the_steps() {
+    let entry = |i: u64| (i, format!("entry {i}").into_bytes());
+    let base = {
+        let engine = Arc::new(MemEngine::new(&[LOG_CF]));
+        let log = DurableLog::open(engine.clone()).unwrap();
+        log.append((1..=20).map(entry).collect(), Durability::Synced).unwrap();
+        engine.reopen(&[])
+    };
+    let steps = |log: &DurableLog, upto: usize| -> Result<(), StorageError> {
+        let all: [&dyn Fn() -> Result<(), StorageError>; 3] = [
+            &|| log.purge_to(8),
+            &|| log.truncate_from(15),
+            &|| log.append((15..=17).map(entry).collect(), Durability::Synced),
+        ];
+        all.iter().take(upto).try_for_each(|step| step())
+    };
+    let fresh = || {
+        let engine = Arc::new(base.reopen(&[]));
+        let log = DurableLog::open(engine.clone()).unwrap();
+        (engine, log)
+    };
+    let expected: Vec<_> = (0..=3)
+        .map(|n| {
+            let (_, log) = fresh();
+            steps(&log, n).unwrap();
+            log_state(&log)
+        })
+        .collect();
+    let hit = at_every_failpoint(
+        fresh,
+        |log| steps(log, 3),
+        |k, kind, image| {
+            let log = DurableLog::open(Arc::new(image)).unwrap();
+            // every step is one synced batch: both crash images hold exactly the first k
+            let k = usize::try_from(k).unwrap();
+            assert_eq!(log_state(&log), expected[k], "failpoint {k}, {kind}");
+        },
+    );
+    assert_eq!(hit, 3);
+}
+
+#[test]
+fn a_crash_at_every_applied_batch_keeps_state_and_applied_index_together() {
+    let batches = 12u64;
+    // batch i writes five keys and marks i applied; every third batch is synced
+    let apply = |store: &MvccStore, upto: u64| -> Result<(), StorageError> {
+        for i in 0..upto {
+            let mut txn = store.begin()?;
+            for k in 0..5 {
+                txn.put(PutRequest::new(format!("b{i:02}/{k}"), format!("{i}")))?;
+            }
+            txn.set_applied(&i.to_be_bytes());
+            let synced = i % 3 == 2;
+            txn.commit(if synced { Durability::Synced } else { Durability::Buffered })?;
+        }
+        Ok(())
+    };
+    let base = MemEngine::new(&MvccStore::COLUMN_FAMILIES);
+    let hashes: Vec<_> = (0..=batches)
+        .map(|n| {
+            let (_, store) = copy(&base);
+            apply(&store, n).unwrap();
+            store.hash_kv(None).unwrap().hash
+        })
+        .collect();
+    let hit = at_every_failpoint(
+        || copy(&base),
+        |store| apply(store, batches),
+        |k, kind, image| {
+            let store = open(Arc::new(image));
+            let applied = (store.applied().unwrap())
+                .map_or(0, |a| u64::from_be_bytes(a.try_into().unwrap()) + 1);
+            match kind {
+                "process kill" => assert_eq!(applied, k, "every written batch survives a kill"),
+                _ => assert_eq!(applied, k / 3 * 3, "exactly the synced batches survive"),
+            }
+            let hash = store.hash_kv(None).unwrap().hash;
+            assert_eq!(hash, hashes[applied as usize], "failpoint {k}, {kind}: state != applied");
+        },
+    );
+    assert_eq!(hit, batches);
+}
