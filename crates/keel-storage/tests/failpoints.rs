@@ -13,8 +13,8 @@
 )]
 
 use keel_storage::engine::{Durability, Engine, MemEngine, ScanBounds};
-use keel_storage::{DurableLog, LogBounds, LOG_CF};
 use keel_storage::mvcc::{DeleteRequest, PutRequest, RangeRequest};
+use keel_storage::{DurableLog, LogBounds, LOG_CF};
 use keel_storage::{MvccStore, StorageError};
 use keel_types::{KeyRange, Revision};
 use std::ops::ControlFlow;
@@ -131,26 +131,38 @@ fn a_crash_at_every_step_of_a_physical_compaction_resumes_to_the_same_state() {
                 // the scheduled compaction resumes from its persisted progress
                 while !store.compact_step(7).unwrap() {}
             } else {
-                assert_eq!(hash, hash_before, "failpoint {k}, {kind}: a half compaction");
+                assert_eq!(
+                    hash, hash_before,
+                    "failpoint {k}, {kind}: a half compaction"
+                );
                 compact(&store).unwrap();
             }
             let got = dump(image.as_ref(), &MvccStore::COLUMN_FAMILIES);
-            assert!(got == expected, "failpoint {k}, {kind}: resumed compaction differs");
+            assert!(
+                got == expected,
+                "failpoint {k}, {kind}: resumed compaction differs"
+            );
         },
     );
-    assert!(hit > 10, "compaction took only {hit} writes: batches too large to test");
+    assert!(
+        hit > 10,
+        "compaction took only {hit} writes: batches too large to test"
+    );
 }
 
 #[test]
 fn a_crash_at_every_step_of_a_snapshot_install_leaves_the_old_state_or_a_refusal_to_open() {
     let source: Arc<dyn Engine> = Arc::new(history());
-    let chunks: Vec<Vec<u8>> = keel_storage::snapshot::export(&source, &MvccStore::COLUMN_FAMILIES, 512)
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let chunks: Vec<Vec<u8>> =
+        keel_storage::snapshot::export(&source, &MvccStore::COLUMN_FAMILIES, 512)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
     let installed = {
         let (engine, store) = copy(&MemEngine::new(&MvccStore::COLUMN_FAMILIES));
-        store.install_snapshot(chunks.iter().cloned().map(Ok)).unwrap();
+        store
+            .install_snapshot(chunks.iter().cloned().map(Ok))
+            .unwrap();
         dump(engine.as_ref(), &MvccStore::COLUMN_FAMILIES)
     };
     let base = {
@@ -164,7 +176,11 @@ fn a_crash_at_every_step_of_a_snapshot_install_leaves_the_old_state_or_a_refusal
     let mut refused = 0;
     let hit = at_every_failpoint(
         || copy(&base),
-        |store| store.install_snapshot(chunks.iter().cloned().map(Ok)).map(drop),
+        |store| {
+            store
+                .install_snapshot(chunks.iter().cloned().map(Ok))
+                .map(drop)
+        },
         |k, kind, image| {
             let image = Arc::new(image);
             match MvccStore::open_with(image.clone(), Default::default(), Durability::Synced) {
@@ -187,7 +203,10 @@ fn a_crash_at_every_step_of_a_snapshot_install_leaves_the_old_state_or_a_refusal
             }
         },
     );
-    assert!(hit > 10, "the install took only {hit} writes: chunks too large to test");
+    assert!(
+        hit > 10,
+        "the install took only {hit} writes: chunks too large to test"
+    );
     assert!(refused > 0, "no failpoint left a half install");
 }
 
@@ -207,15 +226,15 @@ fn a_crash_at_every_step_of_purge_truncate_and_append_leaves_a_prefix_of_the_ste
     let base = {
         let engine = Arc::new(MemEngine::new(&[LOG_CF]));
         let log = DurableLog::open(engine.clone()).unwrap();
-        log.append((1..=20).map(entry).collect(), Durability::Synced).unwrap();
+        log.append((1..=20).map(entry).collect(), Durability::Synced)
+            .unwrap();
         engine.reopen(&[])
     };
     let steps = |log: &DurableLog, upto: usize| -> Result<(), StorageError> {
-        let all: [&dyn Fn() -> Result<(), StorageError>; 3] = [
-            &|| log.purge_to(8),
-            &|| log.truncate_from(15),
-            &|| log.append((15..=17).map(entry).collect(), Durability::Synced),
-        ];
+        let all: [&dyn Fn() -> Result<(), StorageError>; 3] =
+            [&|| log.purge_to(8), &|| log.truncate_from(15), &|| {
+                log.append((15..=17).map(entry).collect(), Durability::Synced)
+            }];
         all.iter().take(upto).try_for_each(|step| step())
     };
     let fresh = || {
@@ -255,7 +274,11 @@ fn a_crash_at_every_applied_batch_keeps_state_and_applied_index_together() {
             }
             txn.set_applied(&i.to_be_bytes());
             let synced = i % 3 == 2;
-            txn.commit(if synced { Durability::Synced } else { Durability::Buffered })?;
+            txn.commit(if synced {
+                Durability::Synced
+            } else {
+                Durability::Buffered
+            })?;
         }
         Ok(())
     };
@@ -279,7 +302,10 @@ fn a_crash_at_every_applied_batch_keeps_state_and_applied_index_together() {
                 _ => assert_eq!(applied, k / 3 * 3, "exactly the synced batches survive"),
             }
             let hash = store.hash_kv(None).unwrap().hash;
-            assert_eq!(hash, hashes[applied as usize], "failpoint {k}, {kind}: state != applied");
+            assert_eq!(
+                hash, hashes[applied as usize],
+                "failpoint {k}, {kind}: state != applied"
+            );
         },
     );
     assert_eq!(hit, batches);

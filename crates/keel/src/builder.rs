@@ -606,12 +606,15 @@ pub(crate) fn column_families() -> Vec<&'static str> {
     cfs
 }
 
-/// The MVCC store and the Raft log on `engine`.
+/// The MVCC store and the Raft log on `engine`. A physical compaction that a crash
+/// interrupted (its entry applied, its batches not all written) is finished first, as etcd
+/// resumes a scheduled compaction at restart; the entry is not applied again.
 fn open_store_and_log(
     engine: &Arc<dyn Engine>,
     limits: MvccLimits,
 ) -> Result<(Arc<MvccStore>, Arc<DurableLog>), NodeError> {
     let store = MvccStore::open_with(Arc::clone(engine), limits, Durability::Buffered)?;
+    while !store.compact_step(crate::limits::COMPACTION_STEP_KEYS_MAX)? {}
     let log = DurableLog::open(Arc::clone(engine))?;
     Ok((Arc::new(store), Arc::new(log)))
 }

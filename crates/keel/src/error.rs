@@ -122,7 +122,8 @@ pub enum NodeError {
         /// The leader this member knows, if any.
         leader: Option<MemberId>,
     },
-    /// The node was shut down (or never finished starting).
+    /// The node was shut down (or never finished starting). A write in flight when shutdown
+    /// began may or may not have been applied, as with etcd's "server stopped".
     #[error("etcdserver: server stopped")]
     Stopped,
     /// Storage failed; the store is poisoned and the node must be restarted.

@@ -330,3 +330,60 @@ async fn five_members_tolerate_two_failures_not_three() {
         n.shutdown().await;
     }
 }
+
+/// Shutdown ends the calls in flight at once with `Stopped`: without a quorum a write and a
+/// member change would otherwise hold the node's storage until their deadline (found by
+/// tests/failpoints.rs, where every restart's shutdown took the whole request timeout while
+/// the member's start-up publication of its URLs was pending).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_the_calls_in_flight_without_waiting_for_their_deadline() {
+    let net = InMemoryNetwork::new();
+    let ids: Vec<MemberId> = (1..=3).map(MemberId::new).collect();
+    let dir = tempfile::tempdir().unwrap();
+    // one member of three: no quorum, so nothing it is asked can complete
+    let node = NodeBuilder::new(ids[0])
+        .data_dir(dir.path())
+        .initial_members(ids.iter().map(|i| (*i, format!("n{i}"))))
+        .network(net.endpoint(ids[0]))
+        .timings(Timings {
+            request_timeout: Duration::from_secs(600),
+            ..timings()
+        })
+        .start()
+        .await
+        .unwrap();
+    let write = tokio::spawn({
+        let node = node.clone();
+        async move { node.put(&b"k"[..], &b"v"[..]).await }
+    });
+    let change = tokio::spawn({
+        let node = node.clone();
+        async move { node.member_remove(MemberId::new(3)).await }
+    });
+    // the write is waiting (it cannot finish); shutdown must not wait 600 s for it
+    metrics_when(&node, "etcd_server_proposals_pending", |n| n >= 1.0).await;
+    tokio::time::timeout(DEADLINE, node.shutdown())
+        .await
+        .expect("shutdown waited for the calls in flight");
+    let write = tokio::time::timeout(DEADLINE, write)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(write, Err(NodeError::Stopped)), "{write:?}");
+    let change = tokio::time::timeout(DEADLINE, change)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(change, Err(NodeError::Stopped)), "{change:?}");
+    // and the directory is free again: a node starts on it in the same process
+    drop(node);
+    let again = NodeBuilder::new(ids[0])
+        .data_dir(dir.path())
+        .initial_members(ids.iter().map(|i| (*i, format!("n{i}"))))
+        .network(net.endpoint(ids[0]))
+        .timings(timings())
+        .start()
+        .await
+        .unwrap();
+    again.shutdown().await;
+}

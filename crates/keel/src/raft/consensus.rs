@@ -75,6 +75,9 @@ pub(crate) struct Consensus {
     pub(super) reconfig_lock: tokio::sync::Mutex<()>,
     /// How long a change forwarded by another member may take here.
     pub(super) request_timeout: Duration,
+    /// Set when shutdown begins: calls in flight end with `Stopped` at once (see
+    /// [`Consensus::bounded`]) instead of holding the storage until their deadline.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 fn fatal(e: &Fatal<TypeConfig>) -> NodeError {
@@ -201,6 +204,7 @@ impl Consensus {
             reachable_window: config.election_timeout,
             reconfig_lock: tokio::sync::Mutex::new(()),
             request_timeout: config.recovery_timeout,
+            stopping: tokio::sync::watch::Sender::new(false),
         };
         this.spawn_leader_watch(Arc::clone(&config.metrics));
         if let Some(log) = adopted {
@@ -420,13 +424,26 @@ impl Consensus {
         deadline: Duration,
     ) -> Result<(Applied, u64), NodeError> {
         let ask = self.ask_leader(|| Message::Forward(request.clone()));
-        match tokio::time::timeout(deadline, ask).await {
-            Err(_) => Err(NodeError::Timeout),
-            Ok(Err(e)) => Err(e),
-            Ok(Ok(Reply::Applied { applied, term })) => Ok((applied, term)),
-            Ok(Ok(other)) => Err(NodeError::Network {
+        match self.bounded(deadline, ask).await? {
+            Reply::Applied { applied, term } => Ok((applied, term)),
+            other => Err(NodeError::Network {
                 detail: format!("unexpected reply to a write: {other:?}"),
             }),
+        }
+    }
+
+    /// Run `work` until it ends, `deadline` passes ([`NodeError::Timeout`]) or this member
+    /// starts shutting down ([`NodeError::Stopped`]): a call in flight must not keep the
+    /// node's storage open after shutdown, which waits for the last user of it.
+    pub(super) async fn bounded<T>(
+        &self,
+        deadline: Duration,
+        work: impl std::future::Future<Output = Result<T, NodeError>>,
+    ) -> Result<T, NodeError> {
+        let mut stopping = self.stopping.subscribe();
+        tokio::select! {
+            done = tokio::time::timeout(deadline, work) => done.map_err(|_| NodeError::Timeout)?,
+            _ = stopping.wait_for(|stopping| *stopping) => Err(NodeError::Stopped),
         }
     }
 
@@ -449,9 +466,7 @@ impl Consensus {
                 .map_err(|_| NodeError::Stopped)?;
             Ok(())
         };
-        tokio::time::timeout(deadline, work)
-            .await
-            .map_err(|_| NodeError::Timeout)?
+        self.bounded(deadline, work).await
     }
 
     /// Serve one message from another member.
@@ -555,13 +570,12 @@ impl Consensus {
                 }
             }
         };
-        tokio::time::timeout(deadline, work)
-            .await
-            .map_err(|_| NodeError::Timeout)?
+        self.bounded(deadline, work).await
     }
 
     /// Stop the engine and wait for its tasks (which own the log store and state machine).
     pub(crate) async fn shutdown(&self) {
+        self.stopping.send_replace(true);
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft task ended abnormally during shutdown");
         }

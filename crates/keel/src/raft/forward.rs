@@ -96,9 +96,7 @@ impl Consensus {
                 tokio::time::sleep(FORWARD_RETRY_PAUSE).await;
             }
         };
-        tokio::time::timeout(deadline, work)
-            .await
-            .map_err(|_| NodeError::Timeout)?
+        self.bounded(deadline, work).await
     }
 
     /// Carry out `change` if this member leads ([`NodeError::NotLeader`] otherwise).
@@ -175,10 +173,11 @@ impl Consensus {
                 ..node.clone()
             };
             let change = ChangeMembers::SetNodes([(id.get(), node)].into());
-            tokio::time::timeout(deadline, self.raft.change_membership(change, false))
-                .await
-                .map_err(|_| NodeError::Timeout)?
-                .map_err(|e| super::membership::change_error(&e))?;
+            let write = async {
+                (self.raft.change_membership(change, false).await)
+                    .map_err(|e| super::membership::change_error(&e))
+            };
+            self.bounded(deadline, write).await?;
         }
         Ok(super::member_list(&self.cluster()?))
     }

@@ -381,9 +381,7 @@ impl Consensus {
             .map_err(NodeError::Reconfig)?;
         tracing::info!(change = %plan.change, steps = plan.steps.len(), "reconfiguring");
         for step in &plan.steps {
-            tokio::time::timeout(deadline, self.execute(step, name.as_deref(), &cluster))
-                .await
-                .map_err(|_| NodeError::Timeout)??;
+            (self.bounded(deadline, self.execute(step, name.as_deref(), &cluster))).await?;
         }
         self.cluster()
     }
@@ -399,12 +397,14 @@ impl Consensus {
             .membership_config
             .log_id()
             .map(|l| l.index);
-        self.raft
-            .wait(Some(deadline))
-            .applied_index_at_least(index, "apply the effective membership")
-            .await
-            .map(|_| ())
-            .map_err(|_| NodeError::Timeout)
+        let applied = async {
+            (self.raft.wait(None))
+                .applied_index_at_least(index, "apply the effective membership")
+                .await
+                .map(drop)
+                .map_err(|_| NodeError::Stopped)
+        };
+        self.bounded(deadline, applied).await
     }
 
     async fn execute(
