@@ -123,6 +123,7 @@ pub mod planted;
 pub mod schema;
 mod store;
 pub mod wheel;
+pub mod wheel_reference;
 
 pub use config::LessorConfig;
 pub use error::{LeaseError, Result};
