@@ -203,6 +203,16 @@ impl DurableLog {
     /// # Errors
     /// `LogOrder` when `index` is below the last purge; storage failure.
     pub fn purge_to(&self, index: u64) -> Result<()> {
+        self.purge_to_with_meta(index, None)
+    }
+
+    /// As [`DurableLog::purge_to`], saving a named record (see [`DurableLog::save_meta`]) in
+    /// the same atomic batch: a caller that keeps its own account of the purge (openraft's
+    /// purged log id) can never find it ahead of, or behind, the entries after a crash.
+    ///
+    /// # Errors
+    /// `LogOrder` when `index` is below the last purge; storage failure.
+    pub fn purge_to_with_meta(&self, index: u64, meta: Option<(&str, &[u8])>) -> Result<()> {
         let mut bounds = self.bounds.lock();
         if bounds.purged.is_some_and(|p| index < p) {
             return Err(StorageError::LogOrder {
@@ -216,6 +226,9 @@ impl DurableLog {
             entry_key(index + 1).to_vec(),
         );
         batch.put(self.cf, PURGED, index.to_be_bytes().to_vec());
+        if let Some((name, value)) = meta {
+            batch.put(self.cf, meta_key(name), value.to_vec());
+        }
         self.engine.write(batch, Durability::Synced)?;
         bounds.purged = Some(index);
         match bounds.last {

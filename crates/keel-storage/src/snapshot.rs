@@ -20,6 +20,13 @@
 //! store "installing" first, and a store left in that state refuses to open
 //! ([`StorageError::IncompleteInstall`]) until a full install succeeds. Use [`verify`] to
 //! check a stream before touching any store.
+//!
+//! Resumable installs: when the engine has [`STAGING_CF`] registered, [`install_staged`]
+//! first copies the whole stream into it (synced), then installs from that copy; a store
+//! that a crash left "installing" finishes the install from the staged copy when it opens
+//! ([`resume_install`]), so a crash at any point of an install leaves either the old state or
+//! the new one, never a store that refuses to open. The price is writing the snapshot twice
+//! (etcd likewise writes a received snapshot to a file before it swaps it in).
 
 use crate::engine::{ColumnFamily, Durability, Engine, ScanBounds, WriteBatch};
 use crate::error::{Result, StorageError};
@@ -337,6 +344,102 @@ pub fn install(
     done.delete(meta, schema::META_INSTALLING);
     engine.write(done, Durability::Synced)?;
     Ok(reader.entries)
+}
+
+/// Column family holding a staged snapshot stream (see the module docs). Register it with
+/// the engine to make installs resumable; it is never part of an export.
+pub const STAGING_CF: &str = "snapshot_staging";
+/// Staging key present (value: chunk count, 8 bytes BE) once every chunk is staged.
+const STAGED_COMPLETE: &[u8] = b"complete";
+/// Staging key prefix of chunk `i` (then `i` as 8 bytes BE).
+const STAGED_CHUNK: u8 = b'c';
+
+fn staged_chunk_key(index: u64) -> Vec<u8> {
+    let mut key = vec![STAGED_CHUNK];
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// Copy `chunks` into [`STAGING_CF`] (replacing what was staged), synced at the end, then
+/// install from the copy and drop it. Without [`STAGING_CF`] registered, as [`install`].
+///
+/// # Errors
+/// As [`install`]; a stream error while staging leaves the store untouched.
+pub fn install_staged(
+    engine: &dyn Engine,
+    chunks: impl IntoIterator<Item = Result<Vec<u8>>>,
+) -> Result<u64> {
+    let Ok(staging) = engine.column_family(STAGING_CF) else {
+        return install(engine, chunks);
+    };
+    let mut batch = WriteBatch::default();
+    batch.delete_range(staging, Vec::new(), vec![u8::MAX]);
+    let mut count = 0u64;
+    for chunk in chunks {
+        batch.put(staging, staged_chunk_key(count), chunk?);
+        count += 1;
+        if count % 16 == 0 {
+            engine.write(std::mem::take(&mut batch), Durability::Buffered)?;
+        }
+    }
+    batch.put(staging, STAGED_COMPLETE, count.to_be_bytes().to_vec());
+    engine.write(batch, Durability::Synced)?;
+    let installed = install(engine, staged_chunks(engine, staging)?);
+    if let Err(e) = &installed {
+        if !matches!(e, StorageError::InvalidSnapshot { .. }) {
+            return installed; // an i/o failure: the staged copy finishes it at the next open
+        }
+    }
+    // done, or a malformed stream that must not be retried at open
+    let mut done = WriteBatch::default();
+    done.delete_range(staging, Vec::new(), vec![u8::MAX]);
+    engine.write(done, Durability::Synced)?;
+    installed
+}
+
+/// The completely staged stream, if any (an empty list when staging is incomplete).
+fn staged_chunks(engine: &dyn Engine, staging: ColumnFamily) -> Result<Vec<Result<Vec<u8>>>> {
+    let view = engine.view()?;
+    let Some(count) = view.get(staging, STAGED_COMPLETE)? else {
+        return Ok(Vec::new());
+    };
+    let count = <[u8; 8]>::try_from(count.as_slice())
+        .map(u64::from_be_bytes)
+        .map_err(|_| StorageError::corrupted("staged snapshot", "bad chunk count"))?;
+    let mut chunks = Vec::new();
+    for index in 0..count {
+        match view.get(staging, &staged_chunk_key(index))? {
+            Some(chunk) => chunks.push(Ok(chunk)),
+            None => return Err(StorageError::corrupted("staged snapshot", "missing chunk")),
+        }
+    }
+    Ok(chunks)
+}
+
+/// Finish an install a crash interrupted, from the staged copy: `Ok(true)` if one was
+/// finished, `Ok(false)` if no install was interrupted.
+///
+/// # Errors
+/// [`StorageError::IncompleteInstall`] when an install was interrupted and nothing complete
+/// is staged (the engine lacks [`STAGING_CF`], or the install was not a staged one);
+/// storage failure.
+pub fn resume_install(engine: &dyn Engine) -> Result<bool> {
+    let meta = engine.column_family(schema::META_CF)?;
+    if engine.view()?.get(meta, schema::META_INSTALLING)?.is_none() {
+        return Ok(false);
+    }
+    let Ok(staging) = engine.column_family(STAGING_CF) else {
+        return Err(StorageError::IncompleteInstall);
+    };
+    let chunks = staged_chunks(engine, staging)?;
+    if chunks.is_empty() {
+        return Err(StorageError::IncompleteInstall);
+    }
+    install(engine, chunks)?;
+    let mut done = WriteBatch::default();
+    done.delete_range(staging, Vec::new(), vec![u8::MAX]);
+    engine.write(done, Durability::Buffered)?;
+    Ok(true)
 }
 
 /// Remove every key of each family (one range deletion up to just past its last key),

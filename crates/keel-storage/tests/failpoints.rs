@@ -310,3 +310,60 @@ fn a_crash_at_every_applied_batch_keeps_state_and_applied_index_together() {
     );
     assert_eq!(hit, batches);
 }
+
+#[test]
+fn with_a_staging_family_a_crash_at_every_step_of_an_install_leaves_the_old_or_the_new_state() {
+    let families: Vec<&str> = (MvccStore::COLUMN_FAMILIES.iter().copied())
+        .chain([keel_storage::snapshot::STAGING_CF])
+        .collect();
+    let source: Arc<dyn Engine> = Arc::new(history());
+    let chunks: Vec<Vec<u8>> =
+        keel_storage::snapshot::export(&source, &MvccStore::COLUMN_FAMILIES, 512)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let state = MvccStore::COLUMN_FAMILIES;
+    let installed = {
+        let (engine, store) = copy(&MemEngine::new(&families));
+        store
+            .install_snapshot(chunks.iter().cloned().map(Ok))
+            .unwrap();
+        dump(engine.as_ref(), &state)
+    };
+    let base = {
+        let (engine, store) = copy(&MemEngine::new(&families));
+        for k in 0..10u32 {
+            store.put(PutRequest::new(format!("old{k}"), "x")).unwrap();
+        }
+        engine.reopen(&[])
+    };
+    let old = dump(&base, &state);
+    let (mut kept, mut finished) = (0, 0);
+    let hit = at_every_failpoint(
+        || copy(&base),
+        |store| {
+            store
+                .install_snapshot(chunks.iter().cloned().map(Ok))
+                .map(drop)
+        },
+        |k, kind, image| {
+            let image = Arc::new(image);
+            // opening finishes an interrupted install from the staged copy
+            let store = MvccStore::open_with(image.clone(), Default::default(), Durability::Synced)
+                .unwrap_or_else(|e| panic!("failpoint {k}, {kind}: {e:?}"));
+            drop(store);
+            let got = dump(image.as_ref(), &state);
+            if got == old {
+                kept += 1;
+            } else {
+                assert!(
+                    got == installed,
+                    "failpoint {k}, {kind}: neither old nor installed"
+                );
+                finished += 1;
+            }
+        },
+    );
+    assert!(hit > 10, "the install took only {hit} writes");
+    assert!(kept > 0 && finished > 0, "kept {kept}, finished {finished}");
+}

@@ -600,6 +600,8 @@ fn check_cluster_id(log: &DurableLog, expected: ClusterId) -> Result<(), NodeErr
 pub(crate) fn column_families() -> Vec<&'static str> {
     let mut cfs: Vec<&'static str> = MvccStore::COLUMN_FAMILIES.to_vec();
     cfs.push(LOG_CF);
+    // snapshot installs are resumable: a member that crashes during one finishes it at start
+    cfs.push(keel_storage::snapshot::STAGING_CF);
     cfs.push(keel_membership::schema::MEMBERS_CF);
     cfs.push(keel_lease::LEASE_CF);
     cfs.push(keel_auth::AUTH_CF);

@@ -102,13 +102,15 @@ impl MvccStore {
     /// ([`MvccStore::put`] and friends; [`WriteTxn::commit`] takes its own).
     ///
     /// # Errors
-    /// As [`MvccStore::open`].
+    /// As [`MvccStore::open`]; an install a crash interrupted is finished first (see
+    /// [`crate::snapshot::resume_install`]).
     pub fn open_with(
         engine: Arc<dyn Engine>,
         limits: MvccLimits,
         durability: Durability,
     ) -> Result<Self> {
         let cfs = Cfs::resolve(engine.as_ref())?;
+        crate::snapshot::resume_install(engine.as_ref())?;
         let state = Self::load_state(engine.as_ref(), cfs)?;
         let mut batch = WriteBatch::default();
         batch.put(cfs.meta, schema::META_FORMAT, vec![schema::FORMAT_VERSION]);
@@ -153,7 +155,9 @@ impl MvccStore {
     /// Replace the whole state with a snapshot stream (see [`crate::snapshot`]), which must
     /// hold this store's column families (and may hold other crates' families, registered
     /// on the same engine). Watchers are moved to catch-up: those whose next revision the
-    /// snapshot compacted away get `Compacted` on their next poll.
+    /// snapshot compacted away get `Compacted` on their next poll. With
+    /// [`crate::snapshot::STAGING_CF`] registered the install is resumable: a crash during
+    /// it is finished from the staged copy at the next open.
     ///
     /// # Errors
     /// [`StorageError::InvalidSnapshot`] (the store then refuses to open until a complete
@@ -165,7 +169,7 @@ impl MvccStore {
         let mut writer = self.writer.lock();
         // the engine state is about to be replaced, whether or not the install completes
         writer.latest.clear();
-        let entries = crate::snapshot::install(self.engine.as_ref(), chunks)?;
+        let entries = crate::snapshot::install_staged(self.engine.as_ref(), chunks)?;
         let mut batch = WriteBatch::default();
         batch.put(
             self.cfs.meta,

@@ -186,10 +186,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
         // Invariant 4: the state replacing these entries is durable first.
         self.engine.sync().map_err(io_err)?;
+        // One batch: the purged log id never runs ahead of the entries (a crash between two
+        // writes left it ahead, and openraft then refused the log as corrupted).
         let bytes = encode_io("purged log id", &log_id)?;
-        self.log
-            .save_meta(META_PURGED, &bytes, Durability::Synced)
-            .map_err(io_err)?;
-        self.log.purge_to(log_id.index).map_err(io_err)
+        (self.log)
+            .purge_to_with_meta(log_id.index, Some((META_PURGED, &bytes)))
+            .map_err(io_err)
     }
 }
