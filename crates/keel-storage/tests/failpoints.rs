@@ -148,6 +148,7 @@ fn a_crash_at_every_step_of_a_physical_compaction_resumes_to_the_same_state() {
         hit > 10,
         "compaction took only {hit} writes: batches too large to test"
     );
+    eprintln!("physical compaction: {hit} failpoints");
 }
 
 #[test]
@@ -208,6 +209,7 @@ fn a_crash_at_every_step_of_a_snapshot_install_leaves_the_old_state_or_a_refusal
         "the install took only {hit} writes: chunks too large to test"
     );
     assert!(refused > 0, "no failpoint left a half install");
+    eprintln!("unstaged install: {hit} failpoints, {refused} images refused to open");
 }
 
 /// The log's state as a reader sees it: bounds and every entry.
@@ -366,4 +368,7 @@ fn with_a_staging_family_a_crash_at_every_step_of_an_install_leaves_the_old_or_t
     );
     assert!(hit > 10, "the install took only {hit} writes");
     assert!(kept > 0 && finished > 0, "kept {kept}, finished {finished}");
+    eprintln!(
+        "staged install: {hit} failpoints: {kept} images kept the old state, {finished} finished"
+    );
 }
