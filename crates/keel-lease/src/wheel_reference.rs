@@ -196,6 +196,10 @@ impl Pair {
 ///
 /// # Errors
 /// The description of the first difference.
+///
+/// # Panics
+/// When the wheel's internal structure is broken ([`Wheel::check_invariants`] runs after
+/// every step).
 pub fn compare_with_naive(ops: &[WheelOp]) -> Result<(), String> {
     let mut pair = Pair::default();
     for op in ops {
