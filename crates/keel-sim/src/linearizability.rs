@@ -97,6 +97,41 @@ pub enum Verdict {
     },
 }
 
+/// The history to check: `history` without its unanswered puts and swaps whose value never
+/// appears in `logged` (the (key, value) pairs of the agreed event log, e.g. from a watch
+/// since revision 1) — they were not applied, so they are dropped, as etcd's robustness suite
+/// patches its histories from watch events. Left in, each could be placed anywhere after its
+/// call, and a few dozen on one key make the search exponential. Values must be unique per
+/// write for this to be sound. Unanswered deletes stay (they carry no value to look up).
+///
+/// # Examples
+/// ```
+/// use keel_sim::{settle_unanswered_writes, Input, Op, Output};
+/// let unanswered = |value: &[u8]| Op {
+///     client: 1, key: b"k".to_vec(), call: 0, ret: None,
+///     input: Input::Put(value.to_vec()), output: Output::Unknown,
+/// };
+/// let history = vec![unanswered(b"applied"), unanswered(b"lost")];
+/// let logged = [(&b"k"[..], &b"applied"[..])];
+/// let settled = settle_unanswered_writes(history, logged);
+/// assert_eq!(settled, vec![unanswered(b"applied")]);
+/// ```
+pub fn settle_unanswered_writes<'a>(
+    history: Vec<Op>,
+    logged: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+) -> Vec<Op> {
+    let logged: std::collections::HashSet<(&[u8], &[u8])> = logged.into_iter().collect();
+    history
+        .into_iter()
+        .filter(|op| match (&op.input, op.ret) {
+            (Input::Put(v) | Input::CompareAndSwap { new: v, .. }, None) => {
+                logged.contains(&(op.key.as_slice(), v.as_slice()))
+            }
+            _ => true,
+        })
+        .collect()
+}
+
 /// Check a whole history (every key, independently).
 ///
 /// # Examples

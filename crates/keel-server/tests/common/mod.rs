@@ -9,6 +9,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -40,6 +41,8 @@ pub struct Member {
     pub name: String,
     pub client_port: u16,
     pub peer_port: u16,
+    /// The peer port the others dial (a [`Proxy`] in front of `peer_port`, or `peer_port`).
+    pub advertised_peer_port: u16,
     pub dir: PathBuf,
     pub child: Option<Child>,
     /// `http` or `https` (client and peer URLs).
@@ -49,10 +52,12 @@ pub struct Member {
 
 impl Member {
     pub fn new(name: &str, root: &Path) -> Self {
+        let peer_port = free_port();
         Member {
             name: name.to_owned(),
             client_port: free_port(),
-            peer_port: free_port(),
+            peer_port,
+            advertised_peer_port: peer_port,
             dir: root.join(name),
             child: None,
             client_scheme: "http",
@@ -66,6 +71,14 @@ impl Member {
 
     pub fn peer_url(&self) -> String {
         format!("{}://127.0.0.1:{}", self.peer_scheme, self.peer_port)
+    }
+
+    /// The peer URL the others dial.
+    pub fn advertised_peer_url(&self) -> String {
+        format!(
+            "{}://127.0.0.1:{}",
+            self.peer_scheme, self.advertised_peer_port
+        )
     }
 
     pub fn endpoint(&self) -> String {
@@ -98,7 +111,7 @@ impl Member {
             .args(["--listen-client-urls", &self.client_url()])
             .args(["--advertise-client-urls", &self.client_url()])
             .args(["--listen-peer-urls", &self.peer_url()])
-            .args(["--initial-advertise-peer-urls", &self.peer_url()])
+            .args(["--initial-advertise-peer-urls", &self.advertised_peer_url()])
             .args(extra)
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(["--log-level", "info"])
@@ -192,6 +205,26 @@ impl Cluster {
         let cluster = Cluster { root, members };
         cluster.wait_writable();
         cluster
+    }
+
+    /// As [`Cluster::start`], with a [`Proxy`] in front of each member's peer port: every
+    /// connection to member `i` goes through `proxies[i]`.
+    pub fn start_behind_proxies(n: usize) -> (Self, Vec<Proxy>) {
+        let root = tempfile::tempdir().unwrap();
+        let mut members: Vec<Member> = (0..n)
+            .map(|i| Member::new(&format!("infra{i}"), root.path()))
+            .collect();
+        let proxies: Vec<Proxy> = members.iter().map(|m| Proxy::start(m.peer_port)).collect();
+        for (m, p) in members.iter_mut().zip(&proxies) {
+            m.advertised_peer_port = p.port;
+        }
+        let initial = initial_cluster(&members);
+        for m in &mut members {
+            m.start(&initial, "new");
+        }
+        let cluster = Cluster { root, members };
+        cluster.wait_writable();
+        (cluster, proxies)
     }
 
     /// One member forming its own cluster, started with `extra` flags, once it serves writes.
@@ -298,7 +331,7 @@ impl Cluster {
 pub fn initial_cluster(members: &[Member]) -> String {
     members
         .iter()
-        .map(|m| format!("{}={}", m.name, m.peer_url()))
+        .map(|m| format!("{}={}", m.name, m.advertised_peer_url()))
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -396,4 +429,64 @@ pub fn sample(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("{name} not rendered:\n{text}"))
         .parse()
         .unwrap()
+}
+
+/// A userspace TCP proxy on 127.0.0.1 in front of `target`: it forwards every connection
+/// until [`Proxy::cut`], which closes the open ones and refuses new ones until
+/// [`Proxy::heal`]. In front of a member's peer port it cuts every link *into* that member
+/// (the member's own calls to the others still go through their proxies).
+pub struct Proxy {
+    pub port: u16,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    open: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    pub fn start(target: u16) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (is_cut, conns) = (Arc::clone(&cut), Arc::clone(&open));
+        std::thread::spawn(move || {
+            for inbound in listener.incoming() {
+                let Ok(inbound) = inbound else { continue };
+                if is_cut.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused
+                }
+                let Ok(outbound) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let mut list = conns.lock().unwrap();
+                list.push(inbound.try_clone().unwrap());
+                list.push(outbound.try_clone().unwrap());
+                drop(list);
+                pipe(inbound.try_clone().unwrap(), outbound.try_clone().unwrap());
+                pipe(outbound, inbound);
+            }
+        });
+        Proxy { port, cut, open }
+    }
+
+    /// Close every open connection and refuse new ones.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Forward again.
+    pub fn heal(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Copy `from` to `to` on a thread until either side closes, then close both.
+fn pipe(mut from: std::net::TcpStream, mut to: std::net::TcpStream) {
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = from.shutdown(std::net::Shutdown::Both);
+        let _ = to.shutdown(std::net::Shutdown::Both);
+    });
 }

@@ -8,12 +8,12 @@ use cluster::{heal, inject, on_any_member, Cluster, Fault, Rng};
 use futures::StreamExt;
 use keel::Node;
 use keel_sim::{
-    check, check_acknowledged, check_lease, check_watch, expiry_deadline, Call, Input,
-    LeaseHistory, Op, Output, Verdict, WatchEvent,
+    check, check_acknowledged, check_lease, check_watch, expiry_deadline, settle_unanswered_writes,
+    Call, Input, LeaseHistory, Op, Output, Verdict, WatchEvent,
 };
 use keel_storage::watch::WatchSpec;
 use keel_types::{KeyRange, LeaseId, Revision};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -290,27 +290,12 @@ fn check_histories(
     check_lease(lease).map_err(|v| format!("lease: {v:?}"))
 }
 
-/// The history to check: every op, except unanswered writes whose unique value never made
-/// it into the event log — they were not applied, so they are dropped (as etcd's robustness
-/// suite patches its histories from watch events). Left in, each unanswered write could be
-/// placed anywhere after its call, and a few dozen of them on one key make the search
-/// exponential. Unanswered deletes stay (they carry no value to look up).
+/// The history to check (see [`settle_unanswered_writes`]).
 fn settle_unknown_writes(logs: &[ClientLog], reference: &[WatchEvent]) -> Vec<Op> {
-    let logged: HashSet<(&[u8], &[u8])> = reference
-        .iter()
-        .filter_map(|e| e.value.as_deref().map(|v| (e.key.as_slice(), v)))
-        .collect();
-    let applied = |op: &Op| match (&op.input, op.ret) {
-        (Input::Put(v) | Input::CompareAndSwap { new: v, .. }, None) => {
-            logged.contains(&(op.key.as_slice(), v.as_slice()))
-        }
-        _ => true,
-    };
-    logs.iter()
-        .flat_map(|l| l.ops.iter())
-        .filter(|op| applied(op))
-        .cloned()
-        .collect()
+    let ops = logs.iter().flat_map(|l| l.ops.iter().cloned()).collect();
+    let logged =
+        (reference.iter()).filter_map(|e| e.value.as_deref().map(|v| (e.key.as_slice(), v)));
+    settle_unanswered_writes(ops, logged)
 }
 
 /// The operations on `key`, one per line by invocation time, with who answered them.
