@@ -335,5 +335,10 @@ fn history_under_sigkill_sigstop_and_cut_links_is_linearizable() {
             String::from_utf8_lossy(&key),
             ops.len()
         ),
+        Verdict::BudgetExhausted { key, ops, visited } => panic!(
+            "linearizability undecided on {} ({ops} ops, {visited} configurations visited): \
+             too many unanswered operations for the search",
+            String::from_utf8_lossy(&key)
+        ),
     }
 }

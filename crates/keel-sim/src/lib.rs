@@ -28,5 +28,8 @@ mod linearizability;
 mod watch;
 
 pub use lease::{check_lease, expiry_deadline, Call, KeyRead, LeaseHistory, LeaseViolation};
-pub use linearizability::{check, settle_unanswered_writes, Input, KvModel, Op, Output, Verdict};
+pub use linearizability::{
+    check, check_with_budget, settle_unanswered_writes, Input, KvModel, Op, Output, Verdict,
+    SEARCH_BUDGET_DEFAULT,
+};
 pub use watch::{check_acknowledged, check_watch, WatchEvent, WatchViolation};

@@ -95,7 +95,21 @@ pub enum Verdict {
         /// Its operations, by invocation time.
         ops: Vec<Op>,
     },
+    /// The search on this key visited more configurations than its budget allows without
+    /// deciding: not a verdict (too many concurrent unanswered operations on one key).
+    BudgetExhausted {
+        /// The key.
+        key: Vec<u8>,
+        /// Its number of operations.
+        ops: usize,
+        /// Configurations visited.
+        visited: usize,
+    },
 }
+
+/// Configurations [`check`] visits per key before it gives up with
+/// [`Verdict::BudgetExhausted`] (each costs about 100 bytes of memory).
+pub const SEARCH_BUDGET_DEFAULT: usize = 4_000_000;
 
 /// The history to check: `history` without its unanswered puts and swaps whose value never
 /// appears in `logged` (the (key, value) pairs of the agreed event log, e.g. from a watch
@@ -154,17 +168,51 @@ pub fn settle_unanswered_writes<'a>(
 /// assert_eq!(check(&concurrent), Verdict::Linearizable);
 /// ```
 pub fn check(history: &[Op]) -> Verdict {
+    check_with_budget(history, SEARCH_BUDGET_DEFAULT)
+}
+
+/// As [`check`], visiting at most `budget` configurations per key.
+///
+/// # Examples
+/// ```
+/// use keel_sim::{check_with_budget, Input, Op, Output, Verdict};
+/// // Twelve concurrent writes nobody saw the end of, then a read of a value none wrote:
+/// // not linearizable, but proving it means trying every subset of the writes.
+/// let mut history: Vec<Op> = (0..12u8)
+///     .map(|i| Op {
+///         client: u32::from(i), key: b"k".to_vec(), call: 0, ret: None,
+///         input: Input::Put(vec![i]), output: Output::Unknown,
+///     })
+///     .collect();
+/// history.push(Op {
+///     client: 99, key: b"k".to_vec(), call: 1, ret: Some(2),
+///     input: Input::Get, output: Output::Value(Some(b"never written".to_vec())),
+/// });
+/// assert!(matches!(check_with_budget(&history, 100), Verdict::BudgetExhausted { .. }));
+/// assert!(matches!(check_with_budget(&history, 1 << 20), Verdict::Violation { .. }));
+/// ```
+pub fn check_with_budget(history: &[Op], budget: usize) -> Verdict {
     let mut by_key: BTreeMap<&[u8], Vec<Op>> = BTreeMap::new();
     for op in history {
         by_key.entry(&op.key).or_default().push(op.clone());
     }
     for (key, mut ops) in by_key {
         ops.sort_by_key(|o| o.call);
-        if !linearizable(&ops) {
-            return Verdict::Violation {
-                key: key.to_vec(),
-                ops,
-            };
+        match linearizable(&ops, budget) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Verdict::Violation {
+                    key: key.to_vec(),
+                    ops,
+                }
+            }
+            Err(visited) => {
+                return Verdict::BudgetExhausted {
+                    key: key.to_vec(),
+                    ops: ops.len(),
+                    visited,
+                }
+            }
         }
     }
     Verdict::Linearizable
@@ -286,7 +334,9 @@ impl Search {
     }
 }
 
-fn linearizable(ops: &[Op]) -> bool {
+/// Whether `ops` (one key's, by call time) are linearizable; `Err(visited)` when the search
+/// visited more than `budget` configurations without deciding.
+fn linearizable(ops: &[Op], budget: usize) -> Result<bool, usize> {
     let list = events(ops);
     let end = list.len();
     let mut s = Search {
@@ -303,9 +353,12 @@ fn linearizable(ops: &[Op]) -> bool {
         if at == end || !s.list[at].is_call {
             match s.backtrack() {
                 Some(next) => at = next,
-                None => return false,
+                None => return Ok(false),
             }
             continue;
+        }
+        if s.seen.len() > budget {
+            return Err(s.seen.len());
         }
         at = if s.try_call(at, ops) {
             s.list[0].next
@@ -313,7 +366,7 @@ fn linearizable(ops: &[Op]) -> bool {
             s.list[at].next
         };
     }
-    true
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -274,12 +274,22 @@ fn check_histories(
     lease: &LeaseHistory,
 ) -> Result<(), String> {
     let ops = settle_unknown_writes(logs, reference);
-    if let Verdict::Violation { key, .. } = check(&ops) {
-        return Err(format!(
-            "not linearizable on {}:\n{}",
-            String::from_utf8_lossy(&key),
-            describe(logs, &key)
-        ));
+    match check(&ops) {
+        Verdict::Linearizable => {}
+        Verdict::Violation { key, .. } => {
+            return Err(format!(
+                "not linearizable on {}:\n{}",
+                String::from_utf8_lossy(&key),
+                describe(logs, &key)
+            ))
+        }
+        Verdict::BudgetExhausted { key, ops, visited } => {
+            return Err(format!(
+                "linearizability undecided on {} ({ops} ops, {visited} configurations visited: \
+                 too many unanswered operations for the search)",
+                String::from_utf8_lossy(&key)
+            ))
+        }
     }
     for (start, responses) in segments {
         check_watch(responses, reference, *start)
