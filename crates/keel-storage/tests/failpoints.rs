@@ -151,29 +151,54 @@ fn a_crash_at_every_step_of_a_physical_compaction_resumes_to_the_same_state() {
     eprintln!("physical compaction: {hit} failpoints");
 }
 
-#[test]
-fn a_crash_at_every_step_of_a_snapshot_install_leaves_the_old_state_or_a_refusal_to_open() {
+/// What a snapshot-install test needs, on engines with `families`: the snapshot's chunks
+/// (of [`history`]), the state a clean install leaves, and a store with other data to install
+/// over (its image and its state).
+struct InstallFixture {
+    chunks: Vec<Vec<u8>>,
+    installed: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
+    base: MemEngine,
+    old: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
+}
+
+fn install_fixture(families: &[&str]) -> InstallFixture {
+    let state = MvccStore::COLUMN_FAMILIES;
     let source: Arc<dyn Engine> = Arc::new(history());
-    let chunks: Vec<Vec<u8>> =
-        keel_storage::snapshot::export(&source, &MvccStore::COLUMN_FAMILIES, 512)
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+    let chunks: Vec<Vec<u8>> = keel_storage::snapshot::export(&source, &state, 512)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
     let installed = {
-        let (engine, store) = copy(&MemEngine::new(&MvccStore::COLUMN_FAMILIES));
+        let (engine, store) = copy(&MemEngine::new(families));
         store
             .install_snapshot(chunks.iter().cloned().map(Ok))
             .unwrap();
-        dump(engine.as_ref(), &MvccStore::COLUMN_FAMILIES)
+        dump(engine.as_ref(), &state)
     };
     let base = {
-        let (engine, store) = copy(&MemEngine::new(&MvccStore::COLUMN_FAMILIES));
+        let (engine, store) = copy(&MemEngine::new(families));
         for k in 0..10u32 {
             store.put(PutRequest::new(format!("old{k}"), "x")).unwrap();
         }
         engine.reopen(&[])
     };
-    let old = dump(&base, &MvccStore::COLUMN_FAMILIES);
+    let old = dump(&base, &state);
+    InstallFixture {
+        chunks,
+        installed,
+        base,
+        old,
+    }
+}
+
+#[test]
+fn a_crash_at_every_step_of_a_snapshot_install_leaves_the_old_state_or_a_refusal_to_open() {
+    let InstallFixture {
+        chunks,
+        installed,
+        base,
+        old,
+    } = install_fixture(&MvccStore::COLUMN_FAMILIES);
     let mut refused = 0;
     let hit = at_every_failpoint(
         || copy(&base),
@@ -318,28 +343,13 @@ fn with_a_staging_family_a_crash_at_every_step_of_an_install_leaves_the_old_or_t
     let families: Vec<&str> = (MvccStore::COLUMN_FAMILIES.iter().copied())
         .chain([keel_storage::snapshot::STAGING_CF])
         .collect();
-    let source: Arc<dyn Engine> = Arc::new(history());
-    let chunks: Vec<Vec<u8>> =
-        keel_storage::snapshot::export(&source, &MvccStore::COLUMN_FAMILIES, 512)
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
     let state = MvccStore::COLUMN_FAMILIES;
-    let installed = {
-        let (engine, store) = copy(&MemEngine::new(&families));
-        store
-            .install_snapshot(chunks.iter().cloned().map(Ok))
-            .unwrap();
-        dump(engine.as_ref(), &state)
-    };
-    let base = {
-        let (engine, store) = copy(&MemEngine::new(&families));
-        for k in 0..10u32 {
-            store.put(PutRequest::new(format!("old{k}"), "x")).unwrap();
-        }
-        engine.reopen(&[])
-    };
-    let old = dump(&base, &state);
+    let InstallFixture {
+        chunks,
+        installed,
+        base,
+        old,
+    } = install_fixture(&families);
     let (mut kept, mut finished) = (0, 0);
     let hit = at_every_failpoint(
         || copy(&base),
