@@ -8,8 +8,10 @@
 //!   that size, so no single HTTP/2 message holds a whole snapshot. Calls in flight per member
 //!   are bounded ([`IN_FLIGHT_PER_PEER_MAX`]).
 //! - **Server side** ([`PeerServer`]): decodes frames and hands each message to the local
-//!   node's [`keel::PeerHandler`]. Until the node has started it answers `Unavailable`, which
-//!   the sender treats as "not delivered" and retries.
+//!   node's [`keel::PeerHandler`]. Until the node has started it answers `Unavailable`
+//!   ([`NOT_STARTED`]), which the sender treats as "not delivered" and retries. A call that
+//!   fails after it may have been served (connection reset mid-call) is never reported as
+//!   "not delivered", so a forwarded write is not applied twice.
 //!
 //! Deviation from etcd: etcd's peer protocol is HTTP (rafthttp streams); keel's is its own
 //! gRPC service (`keelpeer.Peer`), so keel and etcd members cannot be mixed in one cluster.
@@ -288,19 +290,43 @@ impl GrpcNetwork {
     }
 }
 
-/// A failed call: `Unavailable` (no connection, receiver not started) means the message was
-/// not served, so the node may resend it; anything else failed after delivery.
+/// A failed call. Only a call that certainly was not served is [`NodeError::Unreachable`]
+/// (which the node resends, forwarded writes included): the connection could not be made
+/// (tonic's `ConnectError` in the error's source chain), or the receiver answered
+/// [`NOT_STARTED`]. tonic also reports `Unavailable` for a connection reset or a keep-alive
+/// timeout in the middle of a call, when the message may have been served: that is
+/// [`NodeError::Network`] (outcome unknown, not resent), as is every other failure.
 fn status_error(to: MemberId, status: &Status) -> NodeError {
+    let not_served = status.code() == tonic::Code::Unavailable
+        && (status.message() == NOT_STARTED || caused_by_connect_error(status));
+    if not_served {
+        return NodeError::Unreachable { member: to };
+    }
     match status.code() {
-        tonic::Code::Unavailable => NodeError::Unreachable { member: to },
         // The peer timed out or lost track of a write it had accepted: the outcome is
         // unknown (it may still apply), which callers must not take for "not delivered".
         tonic::Code::DeadlineExceeded => NodeError::Timeout,
-        _ => NodeError::Network {
-            detail: format!("member {to}: {}", status.message()),
+        code => NodeError::Network {
+            detail: format!("member {to}: {code:?}: {}", status.message()),
         },
     }
 }
+
+/// Whether `status` comes from a failure to connect (nothing was sent on the connection).
+fn caused_by_connect_error(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        if err.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// The message of the `Unavailable` status a peer server answers before its node has
+/// started (the message was not served; the sender may resend it).
+pub const NOT_STARTED: &str = "member is starting";
 
 impl Network for GrpcNetwork {
     fn send(&self, to: MemberId, message: PeerMessage) -> SendFuture<'_> {
@@ -388,7 +414,7 @@ impl PeerServer {
         let from = MemberId::new(from);
         self.traffic.count_received(from, payload.len());
         let Some((me, handler)) = self.handler.slot.get().cloned() else {
-            return Err(Status::unavailable("member is starting"));
+            return Err(Status::unavailable(NOT_STARTED));
         };
         if to != 0 && to != me.get() {
             return Err(Status::failed_precondition(format!(
@@ -440,5 +466,110 @@ impl Peer for PeerServer {
             payload.extend_from_slice(&frame.payload);
         }
         self.serve(from, to, &payload).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// Beyond the keep-alive interval plus timeout (10 s + 5 s).
+    const DEADLINE: Duration = Duration::from_secs(60);
+
+    fn network_to(port: u16) -> GrpcNetwork {
+        let net = GrpcNetwork::new(MemberId::new(1));
+        net.set_peer(MemberId::new(2), &format!("http://127.0.0.1:{port}"))
+            .expect("valid URL");
+        net
+    }
+
+    async fn ask(net: &GrpcNetwork) -> Result<PeerReply, NodeError> {
+        tokio::time::timeout(
+            DEADLINE,
+            net.send(MemberId::new(2), PeerMessage::members_query()),
+        )
+        .await
+        .expect("the call ends")
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_not_delivered() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        drop(listener);
+        let err = ask(&network_to(port)).await.expect_err("nobody listens");
+        assert!(matches!(err, NodeError::Unreachable { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_server_whose_node_has_not_started_did_not_serve_the_message() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let service = PeerServer::new(HandlerSlot::default()).into_service();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let err = ask(&network_to(port)).await.expect_err("no node yet");
+        assert!(matches!(err, NodeError::Unreachable { .. }), "{err:?}");
+        server.abort();
+    }
+
+    /// Accept one connection on `listener`, read until `payload` arrived, then either reset
+    /// the connection (a killed member) or go silent, answering nothing, not even HTTP/2
+    /// pings (a paused member), until the sender gives up.
+    async fn receive_then_fail(listener: TcpListener, payload: Vec<u8>, reset: bool) {
+        let (mut socket, _) = listener.accept().await.expect("accept");
+        // An empty HTTP/2 SETTINGS frame, so the client sends its request at once.
+        socket
+            .write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+            .await
+            .expect("settings");
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !seen.windows(payload.len()).any(|w| w == payload.as_slice()) {
+            let n = socket.read(&mut buf).await.expect("read");
+            assert!(n > 0, "the client closed before sending the message");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        if reset {
+            socket.set_zero_linger().expect("linger");
+            drop(socket);
+        } else {
+            while socket.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        }
+    }
+
+    async fn fail_after_delivery(reset: bool) -> NodeError {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let payload = PeerMessage::members_query().to_bytes().expect("encode");
+        let receiver = tokio::spawn(receive_then_fail(listener, payload, reset));
+        let err = ask(&network_to(port)).await.expect_err("no reply");
+        if reset {
+            receiver.await.expect("the receiver saw the message");
+        } else {
+            receiver.abort();
+        }
+        err
+    }
+
+    /// A member killed while serving a forwarded write: the sender must not take the reset
+    /// for "not delivered", or it would resend a write that may have been applied.
+    #[tokio::test]
+    async fn a_connection_reset_after_the_message_arrived_is_not_taken_for_undelivered() {
+        let err = fail_after_delivery(true).await;
+        assert!(matches!(err, NodeError::Network { .. }), "{err:?}");
+    }
+
+    /// A member paused while serving: tonic ends the call `Unavailable` when its keep-alive
+    /// ping goes unanswered (about 15 s), the code it also uses for refused connections.
+    #[tokio::test]
+    async fn a_keep_alive_timeout_after_the_message_arrived_is_not_taken_for_undelivered() {
+        let err = fail_after_delivery(false).await;
+        assert!(matches!(err, NodeError::Network { .. }), "{err:?}");
     }
 }

@@ -64,13 +64,18 @@ pub enum NodeError {
         /// The limit.
         max_bytes: usize,
     },
-    /// The network could not deliver a message to the member (it was not sent).
+    /// The network could not deliver a message to the member: it was certainly not served
+    /// (not sent, connection refused, receiver not started), so it is safe to resend.
     #[error("member {member} is unreachable")]
     Unreachable {
         /// The destination.
         member: MemberId,
     },
-    /// A message was sent but the exchange failed.
+    /// A message was sent but the exchange failed (reply lost, connection reset, the
+    /// receiver stopped while serving it). A write that fails so may or may not have been
+    /// applied, like a [`NodeError::Timeout`]; it is not resent, since a second copy could
+    /// apply it twice. A [`Network`](crate::Network) must answer
+    /// [`NodeError::Unreachable`] only when the message was certainly not delivered.
     #[error("network: {detail}")]
     Network {
         /// What failed.

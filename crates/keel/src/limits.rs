@@ -44,6 +44,14 @@ pub const SNAPSHOT_CATCH_UP_ENTRIES_DEFAULT: u64 = 5_000;
 /// new node can open the same directory); after it, shutdown returns anyway with a warning.
 pub const SHUTDOWN_RELEASE_MAX: Duration = Duration::from_secs(5);
 
+/// Longest a start waits for purely local recovery: the consensus engine loading its
+/// configuration from the log and re-applying the committed entries this member already holds
+/// (at most [`SNAPSHOT_ENTRIES_DEFAULT`]-ish entries, since the log is purged after each
+/// snapshot). It needs no other member, so it is not bounded by the request timeout, which a
+/// busy machine can exceed; a start that makes no progress for this long fails with the
+/// engine's state in the error.
+pub const START_LOCAL_WAIT_MAX: Duration = Duration::from_secs(60);
+
 /// How often a shutdown checks whether the storage has been released.
 pub const SHUTDOWN_POLL_INTERVAL: Duration = Duration::from_millis(1);
 

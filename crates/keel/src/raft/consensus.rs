@@ -5,9 +5,9 @@
 use super::log_store::LogStore;
 use super::network::{Message, Network, NetworkFactory, PeerMessage, PeerReply, Reply};
 use super::state_machine::{SnapshotData, StateMachine};
-use super::{term_of, MemberNode, Raft, TypeConfig};
+use super::{term_of, LogId, MemberNode, Raft, TypeConfig};
 use crate::error::NodeError;
-use crate::limits::FORWARD_RETRY_PAUSE;
+use crate::limits::{FORWARD_RETRY_PAUSE, START_LOCAL_WAIT_MAX};
 use crate::request::{Applied, Request};
 use crate::response::MemberStatus;
 use keel_storage::engine::Engine;
@@ -210,20 +210,46 @@ impl Consensus {
         if let Some(log) = adopted {
             this.spawn_adopted_state_snapshot(log);
         }
-        if !config.join {
-            this.initialize_once(&config).await?;
-            // Once initialized, the configuration is in the log (and metrics) of this member.
-            this.wait_until(config.recovery_timeout, |s| !s.members.is_empty())
-                .await?;
+        match this.recover(&config, committed).await {
+            Ok(()) => Ok(this),
+            Err(e) => {
+                // The engine's tasks hold the storage: stop them before reporting.
+                this.shutdown().await;
+                Err(e)
+            }
         }
-        this.raft
-            .wait(Some(config.recovery_timeout))
+    }
+
+    /// Initialize a fresh member, then wait until the engine has loaded the configuration
+    /// and re-applied the `committed` entries. Both waits are local (no other member is
+    /// needed: `committed` is saved after the entries it covers, on the same engine), so
+    /// they are bounded by [`START_LOCAL_WAIT_MAX`], not the request timeout.
+    async fn recover(
+        &self,
+        config: &ConsensusConfig,
+        committed: Option<LogId>,
+    ) -> Result<(), NodeError> {
+        if !config.join {
+            self.initialize_once(config).await?;
+            // Once initialized, the configuration is in the log (and metrics) of this member.
+            self.wait_until(START_LOCAL_WAIT_MAX, |s| !s.members.is_empty())
+                .await
+                .map_err(|e| self.start_failed("no member configuration loaded", &e))?;
+        }
+        self.raft
+            .wait(Some(START_LOCAL_WAIT_MAX))
             .applied_index_at_least(committed.map(|c| c.index), "recover committed state")
             .await
-            .map_err(|e| NodeError::Raft {
-                detail: format!("recovery: {e}"),
-            })?;
-        Ok(this)
+            .map_err(|e| self.start_failed("committed entries not re-applied", &e))?;
+        Ok(())
+    }
+
+    /// The error of a start whose local recovery step `what` failed with `error`, with the
+    /// engine's state, to tell a stuck engine from a slow one.
+    fn start_failed(&self, what: &str, error: &dyn std::fmt::Display) -> NodeError {
+        NodeError::Raft {
+            detail: format!("start: {what}: {error}; engine state: {:?}", self.status()),
+        }
     }
 
     async fn initialize_once(&self, config: &ConsensusConfig) -> Result<(), NodeError> {
@@ -385,8 +411,12 @@ impl Consensus {
     }
 
     /// Ask `message` of the leader, trying this member first and following "not leader"
-    /// hints, until a reply other than `NotLeader` arrives. Retries only messages that were
-    /// not delivered (safe to resend); the caller bounds the whole call with a deadline.
+    /// hints, until a reply other than `NotLeader` arrives; the caller bounds the whole call
+    /// with a deadline. A write is resent only when the network reports it was not delivered
+    /// ([`NodeError::Unreachable`]): a write whose exchange failed after it left (reply lost,
+    /// connection reset, the leader stopping while serving it) may have been applied, and a
+    /// second copy would apply it twice; the caller gets [`resend_refused`]'s error. A read
+    /// index request is idempotent and is retried after any failure.
     async fn ask_leader(&self, message: impl Fn() -> Message) -> Result<Reply, NodeError> {
         let mut target: Option<MemberId> = None;
         loop {
@@ -397,8 +427,15 @@ impl Consensus {
                 },
                 Some(leader) => match self.network.send(leader, PeerMessage(message())).await {
                     Ok(reply) => reply.0,
-                    Err(NodeError::Unreachable { .. } | NodeError::Stopped) => {
+                    Err(NodeError::Unreachable { .. }) => Reply::NotLeader { leader: None },
+                    Err(NodeError::Network { .. } | NodeError::Stopped | NodeError::Timeout)
+                        if matches!(message(), Message::ReadIndex) =>
+                    {
                         Reply::NotLeader { leader: None }
+                    }
+                    Err(NodeError::Stopped) => return Err(resend_refused(leader, "it stopped")),
+                    Err(NodeError::Network { detail }) => {
+                        return Err(resend_refused(leader, &detail))
                     }
                     Err(e) => return Err(e),
                 },
@@ -584,4 +621,14 @@ impl Consensus {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// The error for a write or member change whose exchange with `leader` failed after the
+/// message left (`what` happened): it may or may not have been applied, so it is not resent.
+pub(super) fn resend_refused(leader: MemberId, what: &str) -> NodeError {
+    NodeError::Network {
+        detail: format!(
+            "the request reached member {leader} but {what}; it may or may not have been applied"
+        ),
+    }
 }

@@ -29,8 +29,11 @@ pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<PeerReply, NodeErro
 
 /// Delivers messages from this member to others, by member id.
 ///
-/// An implementation returns [`NodeError::Unreachable`] when the message was not delivered
-/// (the node may retry it safely) and another error when the exchange failed after sending.
+/// An implementation returns [`NodeError::Unreachable`] only when the message was certainly
+/// not served (never sent, connection refused, receiver not started): the node resends such a
+/// message, a forwarded write included. When the exchange failed after the message may have
+/// arrived (connection reset mid-call, reply lost), it returns [`NodeError::Network`]: the
+/// node does not resend a write then, since the receiver may have applied it.
 /// The receiving process passes each message to the target node's [`PeerHandler`].
 ///
 /// # Examples
@@ -117,6 +120,12 @@ pub(crate) enum Reply {
 }
 
 impl PeerMessage {
+    /// A query for the receiver's cluster id and member records (what a joining member asks
+    /// its contacts). Read-only, so a network implementation can use it as a probe.
+    pub fn members_query() -> Self {
+        PeerMessage(Message::Members)
+    }
+
     /// The versioned binary encoding of the message.
     ///
     /// # Errors
