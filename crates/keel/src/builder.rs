@@ -98,6 +98,8 @@ pub struct NodeBuilder {
     join: Option<Vec<MemberId>>,
     /// Rewrite the membership to this member alone at start (etcd's `--force-new-cluster`).
     force_new_cluster: bool,
+    /// While leading, promote learners the rules find in sync.
+    auto_promote: bool,
     /// Client requests slower than this are logged.
     slow_request: Duration,
     /// The space quota of the replicated state.
@@ -170,6 +172,7 @@ impl NodeBuilder {
             client_urls: Vec::new(),
             join: None,
             force_new_cluster: false,
+            auto_promote: false,
             slow_request: crate::metrics::SLOW_REQUEST,
             quota_bytes: crate::limits::QUOTA_BACKEND_BYTES_DEFAULT,
             auth: AuthConfig::default(),
@@ -193,6 +196,23 @@ impl NodeBuilder {
     /// of a cluster must use the same `election_timeout` and `id_seed`.
     pub fn lessor_config(mut self, config: keel_lease::LessorConfig) -> Self {
         self.lessor = Some(config);
+        self
+    }
+
+    /// Promote learners automatically once caught up (default off, as in etcd, where an
+    /// operator runs `member promote`). While this member leads, it tries every election
+    /// timeout to promote each learner, through the same rules as
+    /// [`crate::Node::member_promote`]: a learner is promoted once its log reaches 90% of the
+    /// leader's and it is reachable. Set it on every member, so that a new leader keeps
+    /// promoting.
+    ///
+    /// # Examples
+    /// ```
+    /// let builder = keel::Node::builder(keel_types::MemberId::new(1)).auto_promote_learners(true);
+    /// # drop(builder);
+    /// ```
+    pub fn auto_promote_learners(mut self, on: bool) -> Self {
+        self.auto_promote = on;
         self
     }
 
@@ -423,6 +443,9 @@ impl NodeBuilder {
             self.quota_bytes,
         );
         node.spawn_publish(me.client_urls.clone());
+        if self.auto_promote {
+            node.spawn_auto_promote(self.timings.election_timeout);
+        }
         Ok(node)
     }
 

@@ -729,6 +729,42 @@ impl Node {
         });
     }
 
+    /// While this member leads, try every `interval` to promote each learner (see
+    /// [`NodeBuilder::auto_promote_learners`]). Ends when the node stops.
+    pub(crate) fn spawn_auto_promote(&self, interval: Duration) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Ok(running) = node.inner.running() else {
+                    return;
+                };
+                let consensus = &running.consensus;
+                let status = consensus.status();
+                if status.leader != Some(node.inner.id) {
+                    continue;
+                }
+                for learner in status.members.iter().filter(|m| m.is_learner) {
+                    let promote = RemoteChange::Promote { id: learner.id };
+                    match consensus
+                        .change_local(promote, node.inner.request_timeout)
+                        .await
+                    {
+                        Ok(_) => {
+                            tracing::info!(member = %learner.id, "learner promoted automatically")
+                        }
+                        Err(e) if e.is_fatal() => return,
+                        Err(e) => {
+                            tracing::debug!(member = %learner.id, error = %e, "learner not promoted yet");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
     async fn reconfigure(
         &self,
         id: MemberId,

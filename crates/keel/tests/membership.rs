@@ -28,7 +28,19 @@ fn url(name: &str) -> String {
 
 /// Start a member of the first configuration `initial` (ids, named `n<id>`).
 async fn start_initial(net: &InMemoryNetwork, id: u64, initial: &[u64], dir: &Path) -> Node {
+    start_initial_with(net, id, initial, dir, false).await
+}
+
+/// As [`start_initial`], promoting caught-up learners automatically if `auto_promote`.
+async fn start_initial_with(
+    net: &InMemoryNetwork,
+    id: u64,
+    initial: &[u64],
+    dir: &Path,
+    auto_promote: bool,
+) -> Node {
     let node = NodeBuilder::new(MemberId::new(id))
+        .auto_promote_learners(auto_promote)
         .name(format!("n{id}"))
         .peer_urls([url(&format!("n{id}"))])
         .data_dir(dir)
@@ -209,6 +221,44 @@ async fn one_to_three_voters_by_add_learner_and_promote_during_writes() {
     for n in &restarted {
         n.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auto_promote_the_leader_promotes_a_caught_up_learner_by_itself() {
+    let net = InMemoryNetwork::new();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let n1 = start_initial_with(&net, 1, &[1], dirs[0].path(), true).await;
+    n1.wait_for_leader(DEADLINE).await.unwrap();
+    for i in 0..30u32 {
+        n1.put(format!("w/{i:03}"), "v").await.unwrap();
+    }
+    let added = n1.member_add("n2", &[&url("n2")]).await.unwrap();
+    let id = added.member_id;
+    assert!(!voters(&added.members).contains(&id), "added as a learner");
+    let n2 = start_joining(&net, id, "n2", &[n1.id()], dirs[1].path())
+        .await
+        .unwrap();
+    // Nobody calls member_promote: the leader does once n2 is in sync.
+    let work = async {
+        loop {
+            if voters(&n1.members().await.unwrap()).contains(&id) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(DEADLINE, work)
+        .await
+        .expect("the learner was never promoted");
+    n2.wait_for_status(DEADLINE, |s| !s.is_learner)
+        .await
+        .unwrap();
+    // Two voters now: a write needs both, and reaches n2.
+    n1.put(&b"after"[..], &b"x"[..]).await.unwrap();
+    caught_up(&n2, &n1).await;
+    assert_eq!(count(&n2, "w/").await, 30);
+    n2.shutdown().await;
+    n1.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
