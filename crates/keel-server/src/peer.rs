@@ -9,7 +9,7 @@
 //!   are bounded ([`IN_FLIGHT_PER_PEER_MAX`]).
 //! - **Server side** ([`PeerServer`]): decodes frames and hands each message to the local
 //!   node's [`keel::PeerHandler`]. Until the node has started it answers `Unavailable`
-//!   ([`NOT_STARTED`]), which the sender treats as "not delivered" and retries. A call that
+//!   ([`NOT_SERVED`]), which the sender treats as "not delivered" and retries. A call that
 //!   fails after it may have been served (connection reset mid-call) is never reported as
 //!   "not delivered", so a forwarded write is not applied twice.
 //!
@@ -293,12 +293,12 @@ impl GrpcNetwork {
 /// A failed call. Only a call that certainly was not served is [`NodeError::Unreachable`]
 /// (which the node resends, forwarded writes included): the connection could not be made
 /// (tonic's `ConnectError` in the error's source chain), or the receiver answered
-/// [`NOT_STARTED`]. tonic also reports `Unavailable` for a connection reset or a keep-alive
+/// [`NOT_SERVED`]. tonic also reports `Unavailable` for a connection reset or a keep-alive
 /// timeout in the middle of a call, when the message may have been served: that is
 /// [`NodeError::Network`] (outcome unknown, not resent), as is every other failure.
 fn status_error(to: MemberId, status: &Status) -> NodeError {
     let not_served = status.code() == tonic::Code::Unavailable
-        && (status.message() == NOT_STARTED || caused_by_connect_error(status));
+        && (status.message() == NOT_SERVED || caused_by_connect_error(status));
     if not_served {
         return NodeError::Unreachable { member: to };
     }
@@ -324,9 +324,9 @@ fn caused_by_connect_error(status: &Status) -> bool {
     false
 }
 
-/// The message of the `Unavailable` status a peer server answers before its node has
-/// started (the message was not served; the sender may resend it).
-pub const NOT_STARTED: &str = "member is starting";
+/// The message of the `Unavailable` status a peer server answers when its node did not serve
+/// the message: not started yet, or shut down (the sender may resend it).
+pub const NOT_SERVED: &str = "member is not running";
 
 impl Network for GrpcNetwork {
     fn send(&self, to: MemberId, message: PeerMessage) -> SendFuture<'_> {
@@ -414,7 +414,7 @@ impl PeerServer {
         let from = MemberId::new(from);
         self.traffic.count_received(from, payload.len());
         let Some((me, handler)) = self.handler.slot.get().cloned() else {
-            return Err(Status::unavailable(NOT_STARTED));
+            return Err(Status::unavailable(NOT_SERVED));
         };
         if to != 0 && to != me.get() {
             return Err(Status::failed_precondition(format!(
@@ -425,6 +425,7 @@ impl PeerServer {
         let message = PeerMessage::from_bytes(payload)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let reply = handler.handle(message).await.map_err(|e| match e {
+            NodeError::Unreachable { .. } => Status::unavailable(NOT_SERVED),
             NodeError::Stopped => Status::unavailable(e.to_string()),
             NodeError::Timeout => Status::deadline_exceeded(e.to_string()),
             other => Status::internal(other.to_string()),

@@ -125,7 +125,13 @@ impl NodeInner {
 
 impl crate::raft::PeerService for NodeInner {
     fn handle(&self, message: PeerMessage) -> SendFuture<'_> {
-        Box::pin(async move { self.running()?.consensus.handle(message).await })
+        Box::pin(async move {
+            // Shut down before the message was served: not delivered, safe to resend.
+            let running = self
+                .running()
+                .map_err(|_| NodeError::Unreachable { member: self.id })?;
+            running.consensus.handle(message).await
+        })
     }
 }
 
@@ -198,7 +204,7 @@ impl Node {
     /// The receiving end for messages from other members (register it with the network).
     pub fn peer_handler(&self) -> PeerHandler {
         let weak: Weak<NodeInner> = Arc::downgrade(&self.inner);
-        PeerHandler::new(weak)
+        PeerHandler::new(self.inner.id, weak)
     }
 
     fn header(&self, revision: Revision, raft_term: u64) -> ResponseHeader {

@@ -210,7 +210,10 @@ async fn a_write_in_flight_when_the_leader_stops_is_applied_at_most_once() {
     net.heal();
     let outcome = write.await.unwrap();
     assert!(
-        matches!(outcome, Ok(_) | Err(NodeError::Timeout)),
+        matches!(
+            outcome,
+            Ok(_) | Err(NodeError::Timeout | NodeError::Network { .. })
+        ),
         "an in-flight write ends applied or unknown: {outcome:?}"
     );
     let all: Vec<&Node> = nodes.iter().collect();
@@ -221,6 +224,35 @@ async fn a_write_in_flight_when_the_leader_stops_is_applied_at_most_once() {
         Some(1),
         "the entry the next leader holds is applied, once"
     );
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+/// A leader that was shut down but is still reachable on the network answers "not served"
+/// (its handler no longer runs a node), so a follower resends its write to the next leader
+/// instead of failing it as "may or may not have been applied".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_forwarded_to_a_leader_that_already_stopped_goes_to_the_next_leader() {
+    let net = InMemoryNetwork::new();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = cluster(&net, &dirs).await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    let leader_id = agreed_leader(&all).await;
+    let at = nodes.iter().position(|n| n.id() == leader_id).unwrap();
+    let leader = nodes.remove(at);
+    let handler = leader.peer_handler();
+    leader.shutdown().await;
+    let served = handler.handle(keel::PeerMessage::members_query()).await;
+    assert!(
+        matches!(served, Err(NodeError::Unreachable { member }) if member == leader_id),
+        "{served:?}"
+    );
+    // The followers still take the stopped member for their leader until they elect another.
+    let put = nodes[0].put(&b"after"[..], &b"v"[..]).await;
+    assert!(put.is_ok(), "{put:?}");
+    let got = nodes[1].get(&b"after"[..]).await.unwrap().body;
+    assert_eq!(got.map(|kv| kv.version), Some(1));
     for n in &nodes {
         n.shutdown().await;
     }

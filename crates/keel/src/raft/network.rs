@@ -167,9 +167,10 @@ pub(crate) trait PeerService: Send + Sync + 'static {
 }
 
 /// The receiving end of a node: pass it every message addressed to that node. Holds the node
-/// weakly: after shutdown it answers [`NodeError::Stopped`].
+/// weakly: after shutdown it answers [`NodeError::Unreachable`] (not served).
 #[derive(Clone)]
 pub struct PeerHandler {
+    member: MemberId,
     service: Weak<dyn PeerService>,
 }
 
@@ -180,17 +181,21 @@ impl std::fmt::Debug for PeerHandler {
 }
 
 impl PeerHandler {
-    pub(crate) fn new(service: Weak<dyn PeerService>) -> Self {
-        PeerHandler { service }
+    pub(crate) fn new(member: MemberId, service: Weak<dyn PeerService>) -> Self {
+        PeerHandler { member, service }
     }
 
     /// Handle one message from another member.
     ///
     /// # Errors
-    /// [`NodeError::Stopped`] after shutdown; fatal node errors.
+    /// [`NodeError::Unreachable`] (this member) when the node no longer runs, so the message
+    /// was not served (a sender may resend it elsewhere); [`NodeError::Stopped`] when shutdown
+    /// began while the message was being served (its effect is unknown); fatal node errors.
     pub async fn handle(&self, message: PeerMessage) -> Result<PeerReply, NodeError> {
         let Some(service) = self.service.upgrade() else {
-            return Err(NodeError::Stopped);
+            return Err(NodeError::Unreachable {
+                member: self.member,
+            });
         };
         service.handle(message).await
     }
