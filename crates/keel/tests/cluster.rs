@@ -59,6 +59,19 @@ async fn agreed_leader(nodes: &[&Node]) -> MemberId {
         .expect("no agreed leader")
 }
 
+/// A three-member cluster once it agrees on a leader: the leader, then the two others.
+async fn cluster_split_at_leader(
+    net: &InMemoryNetwork,
+    dirs: &[tempfile::TempDir],
+) -> (Node, Vec<Node>) {
+    let mut nodes = cluster(net, dirs).await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    let leader_id = agreed_leader(&all).await;
+    let at = nodes.iter().position(|n| n.id() == leader_id).unwrap();
+    let leader = nodes.remove(at);
+    (leader, nodes)
+}
+
 fn by_id(nodes: &[Node], id: MemberId) -> &Node {
     nodes.iter().find(|n| n.id() == id).unwrap()
 }
@@ -187,11 +200,8 @@ async fn whole_cluster_restarts_from_disk() {
 async fn a_write_in_flight_when_the_leader_stops_is_applied_at_most_once() {
     let net = InMemoryNetwork::new();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut nodes = cluster(&net, &dirs).await;
-    let all: Vec<&Node> = nodes.iter().collect();
-    let leader_id = agreed_leader(&all).await;
-    let at = nodes.iter().position(|n| n.id() == leader_id).unwrap();
-    let leader = nodes.remove(at);
+    let (leader, nodes) = cluster_split_at_leader(&net, &dirs).await;
+    let leader_id = leader.id();
     // Everything the followers send the leader is slow: the forwarded write, and their
     // acknowledgements of its entry.
     for f in &nodes {
@@ -236,11 +246,8 @@ async fn a_write_in_flight_when_the_leader_stops_is_applied_at_most_once() {
 async fn a_write_forwarded_to_a_leader_that_already_stopped_goes_to_the_next_leader() {
     let net = InMemoryNetwork::new();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut nodes = cluster(&net, &dirs).await;
-    let all: Vec<&Node> = nodes.iter().collect();
-    let leader_id = agreed_leader(&all).await;
-    let at = nodes.iter().position(|n| n.id() == leader_id).unwrap();
-    let leader = nodes.remove(at);
+    let (leader, nodes) = cluster_split_at_leader(&net, &dirs).await;
+    let leader_id = leader.id();
     let handler = leader.peer_handler();
     leader.shutdown().await;
     let served = handler.handle(keel::PeerMessage::members_query()).await;

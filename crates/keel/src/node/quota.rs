@@ -169,6 +169,8 @@ impl Node {
         self.check_quota(&running, 0)
             .map(|_| ())
             .or_else(|e| match e {
+                // Still over the quota: the defragmentation itself succeeded and the alarm
+                // stays raised, as etcd's Defragment answers.
                 NodeError::NoSpace => Ok(()),
                 other => Err(other),
             })

@@ -208,19 +208,36 @@ pub async fn cluster_members(
             detail: "asking for the member records needs at least one member to contact".into(),
         });
     }
+    poll_members(network, contacts, deadline, |_| true)
+        .await
+        .ok_or(NodeError::Timeout)
+}
+
+/// Ask `contacts` in turn for the cluster id and member records until an answer satisfies
+/// `enough` or `deadline` passes; the last answer either way (`None`: nobody answered).
+async fn poll_members(
+    network: &dyn Network,
+    contacts: &[MemberId],
+    deadline: Duration,
+    enough: impl Fn(&[MemberStatus]) -> bool,
+) -> Option<(ClusterId, Vec<MemberStatus>)> {
+    let mut last = None;
     let work = async {
         loop {
             for contact in contacts {
                 if let Some(answer) = ask_members(network, *contact).await {
-                    return answer;
+                    let done = enough(&answer.1);
+                    last = Some(answer);
+                    if done {
+                        return;
+                    }
                 }
             }
             tokio::time::sleep(FORWARD_RETRY_PAUSE).await;
         }
     };
-    tokio::time::timeout(deadline, work)
-        .await
-        .map_err(|_| NodeError::Timeout)
+    let _ = tokio::time::timeout(deadline, work).await;
+    last
 }
 
 /// One contact's cluster id and member records, if it answered.
@@ -254,23 +271,11 @@ pub(crate) async fn fetch_members(
             detail: "joining an existing cluster needs at least one member to contact".into(),
         });
     }
-    let mut last = None;
-    let work = async {
-        loop {
-            for contact in contacts {
-                if let Some((cluster_id, members)) = ask_members(network, *contact).await {
-                    let listed = members.iter().any(|m| m.id == id);
-                    last = Some((cluster_id, members));
-                    if listed {
-                        return;
-                    }
-                }
-            }
-            tokio::time::sleep(FORWARD_RETRY_PAUSE).await;
-        }
-    };
-    let _ = tokio::time::timeout(deadline, work).await;
-    last.ok_or(NodeError::Timeout)
+    poll_members(network, contacts, deadline, |members| {
+        members.iter().any(|m| m.id == id)
+    })
+    .await
+    .ok_or(NodeError::Timeout)
 }
 
 impl Consensus {
