@@ -178,27 +178,32 @@ fn client_tls_with_client_certificates() {
     };
 }
 
-/// One peer message sent with the client certificate (CN=root): the error it gets.
-fn peer_call_with_client_certificate(certs: &Path, peer_url: String) -> tonic::Status {
+/// One peer message over TLS that trusts the CA, presenting the client certificate (CN=root)
+/// if `identity`: the status the call ends with, or the connection's error.
+fn peer_call(certs: &Path, peer_url: String, identity: bool) -> Result<tonic::Status, String> {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let read = |f: &str| std::fs::read(certs.join(f)).unwrap();
-        let tls = tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(read("ca.pem")))
-            .identity(tonic::transport::Identity::from_pem(
+        let mut tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(read("ca.pem")));
+        if identity {
+            tls = tls.identity(tonic::transport::Identity::from_pem(
                 read("client.pem"),
                 read("client.key"),
             ));
+        }
         let channel = tonic::transport::Channel::from_shared(peer_url)
             .unwrap()
             .tls_config(tls)
             .unwrap()
             .connect()
             .await
-            .unwrap();
-        keel_server::pb::keelpeer::peer_client::PeerClient::new(channel)
-            .send(keel_server::pb::keelpeer::Frame::default())
-            .await
-            .unwrap_err()
+            .map_err(|e| format!("{e:?}"))?;
+        Ok(
+            keel_server::pb::keelpeer::peer_client::PeerClient::new(channel)
+                .send(keel_server::pb::keelpeer::Frame::default())
+                .await
+                .unwrap_err(),
+        )
     })
 }
 
@@ -256,9 +261,19 @@ fn peer_tls_between_three_members() {
 
     // A certificate from the same CA with another common name (the client's, CN=root) is
     // refused by the peer service: --peer-cert-allowed-cn.
-    let status = peer_call_with_client_certificate(&certs, c.members[0].peer_url());
+    let status = peer_call(&certs, c.members[0].peer_url(), true).unwrap();
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
     assert!(status.message().contains("common name"), "{status:?}");
+    // Without a client certificate the peer port refuses the TLS handshake
+    // (--peer-client-cert-auth): the message never reaches the peer service.
+    // (A status the server sent has no error source; a transport failure has one.)
+    match peer_call(&certs, c.members[0].peer_url(), false) {
+        Err(_connect) => {}
+        Ok(status) => assert!(
+            std::error::Error::source(&status).is_some(),
+            "the peer service answered a caller without a certificate: {status:?}"
+        ),
+    }
 }
 
 #[test]
