@@ -363,3 +363,47 @@ fn idle_connections_and_password_guessing() {
     });
     check_rss(&c, "password guessing", idle);
 }
+
+/// The value of setting `id` in the first HTTP/2 SETTINGS frame the server at `addr` sends.
+fn http2_setting(addr: &str, id: u16) -> Option<u32> {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect(addr).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    // The client connection preface, then an empty SETTINGS frame.
+    socket
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .unwrap();
+    socket.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap();
+    loop {
+        let mut header = [0u8; 9];
+        socket.read_exact(&mut header).unwrap();
+        let len =
+            usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+        let mut payload = vec![0u8; len];
+        socket.read_exact(&mut payload).unwrap();
+        let (kind, flags) = (header[3], header[4]);
+        if kind == 4 && flags & 1 == 0 {
+            return payload.chunks_exact(6).find_map(|e| {
+                (u16::from_be_bytes([e[0], e[1]]) == id)
+                    .then(|| u32::from_be_bytes([e[2], e[3], e[4], e[5]]))
+            });
+        }
+    }
+}
+
+#[test]
+fn max_concurrent_streams_is_announced_to_clients() {
+    const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 3;
+    let c = Cluster::solo(&["--max-concurrent-streams", "7"]);
+    let url = c.members[0].client_url();
+    let addr = url.trim_start_matches("http://");
+    assert_eq!(
+        http2_setting(addr, SETTINGS_MAX_CONCURRENT_STREAMS),
+        Some(7),
+        "--max-concurrent-streams 7 is the limit the client port announces"
+    );
+    // Still serving.
+    ok(c.ctl(&["put", "after", "x"]));
+}
