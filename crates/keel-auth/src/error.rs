@@ -86,6 +86,14 @@ pub enum AuthError {
         /// The hasher's message.
         detail: String,
     },
+    /// The JWT token settings are unusable (unknown signing method, a key that does not
+    /// parse or does not match its pair, a zero TTL). A configuration error, raised before
+    /// the node starts.
+    #[error("auth: invalid JWT token settings: {detail}")]
+    TokenKey {
+        /// What is wrong.
+        detail: String,
+    },
     /// Reading or writing auth records failed (never replicated: it stops the node).
     #[error(transparent)]
     #[serde(skip)]

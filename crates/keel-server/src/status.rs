@@ -136,7 +136,7 @@ pub fn from_auth_error(error: &AuthError) -> Status {
         A::PermissionDenied => Code::PermissionDenied,
         A::InvalidAuthToken => Code::Unauthenticated,
         A::TooMany { .. } => Code::ResourceExhausted,
-        A::Storage(_) | A::Hash { .. } => Code::Internal,
+        A::Storage(_) | A::Hash { .. } | A::TokenKey { .. } => Code::Internal,
         // Empty names, failed authentication, invalid management, stale tokens, oversized
         // names and passwords.
         _ => Code::InvalidArgument,

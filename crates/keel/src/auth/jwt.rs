@@ -41,8 +41,8 @@ struct Claims {
 }
 
 fn bad_key(detail: impl std::fmt::Display) -> AuthError {
-    AuthError::Hash {
-        detail: format!("JWT key: {detail}"),
+    AuthError::TokenKey {
+        detail: detail.to_string(),
     }
 }
 
