@@ -380,3 +380,201 @@ mod tests {
         );
     }
 }
+
+/// The conversion of arbitrary wire requests, fuzz-style: generated etcd requests (nested
+/// txns, any enum and integer values), also re-decoded from randomly damaged encodings. The
+/// conversion lives in this crate, which links RocksDB, so it is checked by a property test
+/// here rather than by a target in `fuzz/`.
+#[cfg(test)]
+mod wire_properties {
+    use super::*;
+    use bytes::Bytes;
+    use pb::request_op::Request as W;
+    use proptest::prelude::*;
+    use prost::Message;
+
+    const OPS_MAX: usize = 4;
+
+    fn key() -> impl Strategy<Value = Bytes> {
+        prop::collection::vec(any::<u8>(), 0..3).prop_map(Bytes::from)
+    }
+
+    fn range() -> impl Strategy<Value = pb::RangeRequest> {
+        let revisions = (any::<i64>(), any::<i64>(), any::<i64>(), any::<i64>());
+        (key(), key(), revisions, -1i32..7, -1i32..5, any::<bool>()).prop_map(
+            |(key, range_end, (revision, limit, min_mod, max_create), target, order, s)| {
+                pb::RangeRequest {
+                    key,
+                    range_end,
+                    revision,
+                    limit,
+                    sort_target: target,
+                    sort_order: order,
+                    serializable: s,
+                    min_mod_revision: min_mod,
+                    max_create_revision: max_create,
+                    ..Default::default()
+                }
+            },
+        )
+    }
+
+    fn put() -> impl Strategy<Value = pb::PutRequest> {
+        (key(), key(), any::<i64>(), any::<bool>()).prop_map(|(key, value, lease, prev_kv)| {
+            pb::PutRequest {
+                key,
+                value,
+                lease,
+                prev_kv,
+                ..Default::default()
+            }
+        })
+    }
+
+    fn delete() -> impl Strategy<Value = pb::DeleteRangeRequest> {
+        (key(), key()).prop_map(|(key, range_end)| pb::DeleteRangeRequest {
+            key,
+            range_end,
+            prev_kv: false,
+        })
+    }
+
+    fn compare() -> impl Strategy<Value = pb::Compare> {
+        let operand = prop_oneof![
+            Just(None),
+            any::<i64>().prop_map(|v| Some(TargetUnion::Version(v))),
+            any::<i64>().prop_map(|v| Some(TargetUnion::ModRevision(v))),
+            any::<i64>().prop_map(|v| Some(TargetUnion::Lease(v))),
+            key().prop_map(|v| Some(TargetUnion::Value(v))),
+        ];
+        (-1i32..5, -1i32..6, key(), key(), operand).prop_map(
+            |(result, target, key, range_end, target_union)| pb::Compare {
+                result,
+                target,
+                key,
+                range_end,
+                target_union,
+            },
+        )
+    }
+
+    fn txn() -> impl Strategy<Value = pb::TxnRequest> {
+        let leaf = Just(pb::TxnRequest::default());
+        leaf.prop_recursive(3, 40, 6, |inner| {
+            let op = prop_oneof![
+                Just(None),
+                range().prop_map(|r| Some(W::RequestRange(r))),
+                put().prop_map(|r| Some(W::RequestPut(r))),
+                delete().prop_map(|r| Some(W::RequestDeleteRange(r))),
+                inner.prop_map(|t| Some(W::RequestTxn(t))),
+            ]
+            .prop_map(|request| pb::RequestOp { request });
+            let ops = prop::collection::vec(op, 0..6);
+            (prop::collection::vec(compare(), 0..6), ops.clone(), ops).prop_map(
+                |(compare, success, failure)| pb::TxnRequest {
+                    compare,
+                    success,
+                    failure,
+                },
+            )
+        })
+    }
+
+    /// Whether etcd's checks accept `r`: a non-empty key and valid sort enums.
+    fn range_valid(r: &pb::RangeRequest) -> bool {
+        !r.key.is_empty() && (0..=4).contains(&r.sort_target) && (0..=2).contains(&r.sort_order)
+    }
+
+    /// Whether etcd's checks accept `t`, at every nesting depth.
+    fn txn_valid(t: &pb::TxnRequest) -> bool {
+        let count = t.compare.len().max(t.success.len()).max(t.failure.len());
+        count <= OPS_MAX
+            && t.success
+                .iter()
+                .chain(&t.failure)
+                .all(|op| match &op.request {
+                    None => true,
+                    Some(W::RequestRange(r)) => range_valid(r),
+                    Some(W::RequestPut(r)) => !r.key.is_empty(),
+                    Some(W::RequestDeleteRange(r)) => !r.key.is_empty(),
+                    Some(W::RequestTxn(t)) => txn_valid(t),
+                })
+    }
+
+    /// The converted txn keeps every compare and every operation that names one.
+    fn same_shape(wire: &pb::TxnRequest, txn: &TxnRequest) -> bool {
+        let ops = |ops: &[pb::RequestOp], got: &[RequestOp]| {
+            let named: Vec<&W> = ops.iter().filter_map(|op| op.request.as_ref()).collect();
+            named.len() == got.len()
+                && named.iter().zip(got).all(|(w, k)| match (w, k) {
+                    (W::RequestTxn(w), RequestOp::Txn(k)) => same_shape(w, k),
+                    (W::RequestRange(_), RequestOp::Range(_))
+                    | (W::RequestPut(_), RequestOp::Put(_))
+                    | (W::RequestDeleteRange(_), RequestOp::Delete(_)) => true,
+                    _ => false,
+                })
+        };
+        wire.compare.len() == txn.compare.len()
+            && ops(&wire.success, &txn.success)
+            && ops(&wire.failure, &txn.failure)
+    }
+
+    fn check_txn(wire: &pb::TxnRequest) -> Result<(), TestCaseError> {
+        match txn_request(wire.clone(), OPS_MAX) {
+            Ok(txn) => {
+                prop_assert!(txn_valid(wire), "accepted a request etcd refuses");
+                prop_assert!(same_shape(wire, &txn), "operations lost or reordered");
+            }
+            Err(e) => prop_assert!(!txn_valid(wire), "refused a valid request: {e:?}"),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn txns_convert_iff_etcds_checks_accept_them(wire in txn()) {
+            check_txn(&wire)?;
+        }
+
+        #[test]
+        fn damaged_encodings_decode_and_convert_without_panicking(
+            wire in txn(),
+            damage in prop::collection::vec((any::<usize>(), any::<u8>()), 1..4),
+        ) {
+            let mut bytes = wire.encode_to_vec();
+            if !bytes.is_empty() {
+                for (at, xor) in damage {
+                    let at = at % bytes.len();
+                    bytes[at] ^= xor;
+                }
+            }
+            if let Ok(decoded) = pb::TxnRequest::decode(bytes.as_slice()) {
+                check_txn(&decoded)?;
+            }
+        }
+
+        #[test]
+        fn ranges_convert_iff_valid_with_zero_as_unset(wire in range()) {
+            match range_request(wire.clone()) {
+                Ok((r, consistency)) => {
+                    prop_assert!(range_valid(&wire));
+                    prop_assert_eq!(r.revision.is_none(), wire.revision <= 0);
+                    prop_assert_eq!(r.limit.is_none(), wire.limit <= 0);
+                    prop_assert_eq!(
+                        consistency == ReadConsistency::Serializable,
+                        wire.serializable
+                    );
+                }
+                Err(_) => prop_assert!(!range_valid(&wire)),
+            }
+        }
+
+        #[test]
+        fn compares_convert_for_any_enum_and_operand(wire in compare()) {
+            let c = super::compare(wire.clone());
+            prop_assert_eq!(c.range, KeyRange::from_etcd(wire.key, wire.range_end));
+        }
+    }
+}

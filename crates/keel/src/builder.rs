@@ -583,15 +583,33 @@ async fn join_cluster(
 /// Open the engine; with `force_new_cluster`, reset it (see
 /// [`NodeBuilder::force_new_cluster`]) and return the cluster id it recorded.
 type Opened = (Arc<dyn Engine>, Option<ClusterId>);
+
+/// The RocksDB engine in `dir`, with the node's column families.
+#[cfg(feature = "rocksdb")]
+pub(crate) fn open_dir_engine(dir: &std::path::Path) -> Result<Arc<dyn Engine>, NodeError> {
+    let options = keel_storage::engine::RocksOptions::new(&Node::column_families());
+    Ok(Arc::new(keel_storage::engine::RocksEngine::open(
+        dir, &options,
+    )?))
+}
+
+/// Without the `rocksdb` feature there is no on-disk engine.
+#[cfg(not(feature = "rocksdb"))]
+pub(crate) fn open_dir_engine(dir: &std::path::Path) -> Result<Arc<dyn Engine>, NodeError> {
+    Err(NodeError::Config {
+        detail: format!(
+            "data directory {}: this build of keel has no RocksDB engine (feature \"rocksdb\"); \
+             use NodeBuilder::engine",
+            dir.display()
+        ),
+    })
+}
 fn open_engine(storage: Storage, force_new_cluster: bool) -> Result<Opened, NodeError> {
     let cfs = Node::column_families();
     let engine: Arc<dyn Engine> = match storage {
         Storage::Memory => Arc::new(MemEngine::new(&cfs)),
         Storage::Engine(e) => e,
-        Storage::Dir(dir) => {
-            let options = keel_storage::engine::RocksOptions::new(&cfs);
-            Arc::new(keel_storage::engine::RocksEngine::open(dir, &options)?)
-        }
+        Storage::Dir(dir) => open_dir_engine(&dir)?,
     };
     let kept = if force_new_cluster {
         crate::node::force_reset(&engine)?

@@ -173,10 +173,7 @@ impl NodeBuilder {
             std::fs::remove_dir_all(&staging).map_err(|e| io_error("clear", &staging, &e))?;
         }
         let installed = (|| {
-            let cfs = Node::column_families();
-            let options = keel_storage::engine::RocksOptions::new(&cfs);
-            let engine: Arc<dyn Engine> =
-                Arc::new(keel_storage::engine::RocksEngine::open(&staging, &options)?);
+            let engine = crate::builder::open_dir_engine(&staging)?;
             let summary = install(&engine, chunks)?;
             mark_adopted(&engine)?;
             engine.sync()?;
