@@ -265,6 +265,74 @@ async fn a_write_forwarded_to_a_leader_that_already_stopped_goes_to_the_next_lea
     }
 }
 
+/// Regression (keel-sim seed 15, about one run in fifteen): a member crashed a few
+/// milliseconds into the cluster's life with a durable vote and an empty log (the leader's
+/// first append had replaced its initialization entry; the vote's synced write made the
+/// truncation durable, the new entries were not yet). Restarted with its initial-cluster
+/// settings it must start and get everything from the leader; its start used to wait for a
+/// configuration only the leader could send, while the leader cannot reach a member that is
+/// still starting, and the member never started again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_restarted_with_only_a_vote_starts_and_catches_up() {
+    let net = InMemoryNetwork::new();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (leader, followers) = cluster_split_at_leader(&net, &dirs).await;
+    for i in 0..20u32 {
+        leader.put(format!("k{i:02}"), "v").await.unwrap();
+    }
+    let victim = followers[0].clone();
+    let id = victim.id();
+    let at = (id.get() - 1) as usize;
+    net.unregister(id);
+    victim.shutdown().await;
+    // Its new image: a fresh directory holding only the vote it had.
+    let cfs = Node::column_families();
+    let options = keel_storage::engine::RocksOptions::new(&cfs);
+    let vote = {
+        let engine = keel_storage::engine::RocksEngine::open(dirs[at].path(), &options).unwrap();
+        keel_storage::DurableLog::open(std::sync::Arc::new(engine))
+            .unwrap()
+            .vote()
+            .unwrap()
+            .expect("the member had voted")
+    };
+    let image = tempfile::tempdir().unwrap();
+    {
+        let engine = keel_storage::engine::RocksEngine::open(image.path(), &options).unwrap();
+        let log = keel_storage::DurableLog::open(std::sync::Arc::new(engine)).unwrap();
+        log.save_vote(&vote).unwrap();
+    }
+    let ids: Vec<MemberId> = (1..=3).map(MemberId::new).collect();
+    let start = NodeBuilder::new(id)
+        .name(format!("n{id}"))
+        .data_dir(image.path())
+        .initial_members(ids.iter().map(|i| (*i, format!("n{i}"))))
+        .network(net.endpoint(id))
+        .timings(timings())
+        .start();
+    let restarted = tokio::time::timeout(DEADLINE, start)
+        .await
+        .expect("the start never ended")
+        .unwrap();
+    net.register(id, restarted.peer_handler());
+    let target = leader.status().await.unwrap().raft_index;
+    let caught = restarted
+        .wait_for_status(DEADLINE, |s| s.applied_index >= target)
+        .await
+        .unwrap();
+    assert!(!caught.is_learner, "{caught:?}");
+    assert_eq!(restarted.members().await.unwrap().len(), 3);
+    let all = RangeRequest::new(KeyRange::prefix(&b"k"[..]));
+    let got = restarted
+        .range(&all, ReadConsistency::Serializable)
+        .await
+        .unwrap();
+    assert_eq!(got.body.count, 20);
+    for n in [&restarted, &leader, &followers[1]] {
+        n.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_and_reads_work_over_slow_asymmetric_links() {
     let net = InMemoryNetwork::new();

@@ -220,18 +220,23 @@ impl Consensus {
         }
     }
 
-    /// Initialize a fresh member, then wait until the engine has loaded the configuration
-    /// and re-applied the `committed` entries. Both waits are local (no other member is
-    /// needed: `committed` is saved after the entries it covers, on the same engine), so
-    /// they are bounded by [`START_LOCAL_WAIT_MAX`], not the request timeout.
+    /// Initialize a fresh member, then wait until the engine has re-applied the `committed`
+    /// entries. The waits are local (no other member is needed: `committed` is saved after
+    /// the entries it covers, on the same engine), so they are bounded by
+    /// [`START_LOCAL_WAIT_MAX`], not the request timeout.
+    ///
+    /// A restarted member does not wait for its configuration: its durable state may hold a
+    /// vote and no configuration at all (it crashed after voting, before any entry of its
+    /// own was durable, e.g. when the leader's first append had just replaced its
+    /// initialization entry). Only the leader can send it the configuration, and a member
+    /// that is still starting is not reachable yet: waiting here never ended.
     async fn recover(
         &self,
         config: &ConsensusConfig,
         committed: Option<LogId>,
     ) -> Result<(), NodeError> {
-        if !config.join {
-            self.initialize_once(config).await?;
-            // Once initialized, the configuration is in the log (and metrics) of this member.
+        if !config.join && self.initialize_once(config).await? {
+            // Initialized now: the configuration is in the log (and metrics) of this member.
             self.wait_until(START_LOCAL_WAIT_MAX, |s| !s.members.is_empty())
                 .await
                 .map_err(|e| self.start_failed("no member configuration loaded", &e))?;
@@ -252,10 +257,11 @@ impl Consensus {
         }
     }
 
-    async fn initialize_once(&self, config: &ConsensusConfig) -> Result<(), NodeError> {
+    /// Initialize the first configuration on a fresh member; `true` if this call did.
+    async fn initialize_once(&self, config: &ConsensusConfig) -> Result<bool, NodeError> {
         let initialized = self.raft.is_initialized().await.map_err(|e| fatal(&e))?;
         if initialized {
-            return Ok(());
+            return Ok(false);
         }
         let members: BTreeMap<u64, MemberNode> = config
             .initial_members
@@ -263,9 +269,9 @@ impl Consensus {
             .map(|(id, node)| (id.get(), node.clone()))
             .collect();
         match self.raft.initialize(members).await {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(true),
             // Another member's vote or log reached us first: the cluster is forming.
-            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
             Err(e) => Err(raft_error(&e)),
         }
     }
