@@ -19,20 +19,23 @@ fn timings() -> Timings {
     }
 }
 
+/// Member `id` of a first configuration of members 1..=`size` (named `n<id>`), on `dir`.
+fn member(net: &InMemoryNetwork, id: MemberId, size: u64, dir: &std::path::Path) -> NodeBuilder {
+    let ids: Vec<MemberId> = (1..=size).map(MemberId::new).collect();
+    NodeBuilder::new(id)
+        .name(format!("n{id}"))
+        .data_dir(dir)
+        .initial_members(ids.iter().map(|i| (*i, format!("n{i}"))))
+        .network(net.endpoint(id))
+        .timings(timings())
+}
+
 async fn cluster(net: &InMemoryNetwork, dirs: &[tempfile::TempDir]) -> Vec<Node> {
-    let ids: Vec<MemberId> = (1..=dirs.len() as u64).map(MemberId::new).collect();
+    let size = dirs.len() as u64;
     let mut nodes = Vec::new();
-    for (id, dir) in ids.iter().zip(dirs) {
-        let node = NodeBuilder::new(*id)
-            .name(format!("n{id}"))
-            .data_dir(dir.path())
-            .initial_members(ids.iter().map(|i| (*i, format!("n{i}"))))
-            .network(net.endpoint(*id))
-            .timings(timings())
-            .start()
-            .await
-            .unwrap();
-        net.register(*id, node.peer_handler());
+    for (id, dir) in (1..=size).map(MemberId::new).zip(dirs) {
+        let node = member(net, id, size, dir.path()).start().await.unwrap();
+        net.register(id, node.peer_handler());
         nodes.push(node);
     }
     nodes
@@ -302,14 +305,7 @@ async fn a_member_restarted_with_only_a_vote_starts_and_catches_up() {
         let log = keel_storage::DurableLog::open(std::sync::Arc::new(engine)).unwrap();
         log.save_vote(&vote).unwrap();
     }
-    let ids: Vec<MemberId> = (1..=3).map(MemberId::new).collect();
-    let start = NodeBuilder::new(id)
-        .name(format!("n{id}"))
-        .data_dir(image.path())
-        .initial_members(ids.iter().map(|i| (*i, format!("n{i}"))))
-        .network(net.endpoint(id))
-        .timings(timings())
-        .start();
+    let start = member(&net, id, 3, image.path()).start();
     let restarted = tokio::time::timeout(DEADLINE, start)
         .await
         .expect("the start never ended")
