@@ -17,6 +17,8 @@ mod error;
 pub mod limits;
 mod log;
 pub mod mvcc;
+#[cfg(feature = "serde")]
+pub mod nesting;
 #[cfg(feature = "planted-bugs")]
 pub mod planted;
 pub mod schema;

@@ -4,6 +4,15 @@
 pub const REQUEST_BYTES_MAX: usize = 1536 * 1024;
 /// etcd's default `--max-txn-ops`.
 pub const TXN_OPS_MAX: usize = 128;
+
+/// Most nesting levels of a txn (a txn inside a txn's branch is one level more). etcd has no
+/// explicit limit, but gRPC's decoder stops at about 50 txn levels (100 message levels), so
+/// no etcd client sends more than this. Checked before a request is proposed.
+pub const TXN_DEPTH_MAX: usize = 64;
+
+/// Most levels of recursive values (nested txns and their responses) a decoder enters: a
+/// bound on its stack, four times [`TXN_DEPTH_MAX`] so that everything keel accepted decodes.
+pub const DECODE_NESTING_MAX: usize = 4 * TXN_DEPTH_MAX;
 /// Events returned by one watch catch-up step (whole revisions are never split, so a single
 /// revision larger than this is returned whole).
 pub const CATCH_UP_EVENTS_MAX: usize = 1024;

@@ -218,6 +218,10 @@ impl Node {
 
     async fn propose(&self, request: Request) -> Result<(Applied, u64), NodeError> {
         let running = self.inner.running()?;
+        // Before anything is encoded: every member must be able to decode the entry.
+        if let Request::Txn(txn) = &request {
+            keel_storage::mvcc::check_txn_depth(txn).map_err(NodeError::Rejected)?;
+        }
         let request = match &self.principal {
             crate::auth::Principal::Trusted => request,
             principal => Request::Checked {

@@ -51,6 +51,7 @@ pub enum Request {
         /// Who asks.
         caller: Option<Caller>,
         /// What is asked.
+        #[serde(deserialize_with = "keel_storage::nesting::deserialize_nested")]
         request: Box<Request>,
     },
 }
@@ -530,6 +531,55 @@ mod tests {
         assert!(Request::Put(PutRequest::new(&b"k"[..], &b"v"[..]))
             .leases()
             .is_empty());
+    }
+
+    /// A request's encoding whose txn is nested `levels` deep (one nested txn per level,
+    /// the innermost empty), built as bytes: such a value cannot even be dropped safely.
+    fn nested_txn_bytes(levels: usize) -> Vec<u8> {
+        // Version 1, Request::Txn; per level: no compares, one success op, RequestOp::Txn.
+        let mut bytes = vec![1, 2];
+        for _ in 1..levels {
+            bytes.extend_from_slice(&[0, 1, 3]);
+        }
+        bytes.extend_from_slice(&[0, 0, 0]);
+        bytes.extend(std::iter::repeat_n(0, levels - 1));
+        bytes
+    }
+
+    /// A checked request wrapping a checked request ... `levels` deep (no caller), around a
+    /// put of `k`.
+    fn nested_checked_bytes(levels: usize) -> Vec<u8> {
+        let mut bytes = vec![1];
+        for _ in 0..levels {
+            bytes.extend_from_slice(&[6, 0]);
+        }
+        bytes.extend_from_slice(&[0, 1, b'k', 0, 0, 0, 0, 0]);
+        bytes
+    }
+
+    #[test]
+    fn a_request_nested_too_deep_is_refused_by_the_decoder_not_a_stack_overflow() {
+        use keel_storage::limits::DECODE_NESTING_MAX;
+        let shallow = Request::decode(&nested_txn_bytes(4)).unwrap();
+        let Request::Txn(txn) = &shallow else {
+            panic!("{shallow:?}")
+        };
+        assert_eq!(keel_storage::mvcc::txn_depth(txn), 4);
+        // The outermost txn plus DECODE_NESTING_MAX nested ones decode; one more does not,
+        // although the bytes are well formed.
+        assert!(Request::decode(&nested_txn_bytes(DECODE_NESTING_MAX + 1)).is_ok());
+        assert!(Request::decode(&nested_txn_bytes(DECODE_NESTING_MAX + 2)).is_err());
+        // Far deeper than a test thread's stack survives without the bound: an error, not an
+        // overflow that aborts the process.
+        assert!(Request::decode(&nested_txn_bytes(200_000)).is_err());
+        // The same through checked requests wrapping checked requests.
+        assert!(Request::decode(&nested_checked_bytes(1)).is_ok());
+        assert!(Request::decode(&nested_checked_bytes(DECODE_NESTING_MAX)).is_ok());
+        assert!(Request::decode(&nested_checked_bytes(DECODE_NESTING_MAX + 1)).is_err());
+        assert!(Request::decode(&nested_checked_bytes(200_000)).is_err());
+        // The bound is per decode: the next one starts from zero.
+        assert_eq!(Request::decode(&nested_txn_bytes(4)).unwrap(), shallow);
+        assert!(Request::decode(&nested_txn_bytes(DECODE_NESTING_MAX + 1)).is_ok());
     }
 
     #[test]

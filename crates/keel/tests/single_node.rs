@@ -152,9 +152,37 @@ async fn refused_requests_are_typed_and_change_nothing() {
     let err = node.put_request(leased).await.unwrap_err();
     assert_eq!(err.to_string(), "etcdserver: requested lease not found");
 
+    // A txn nested deeper than keel_storage::limits::TXN_DEPTH_MAX is refused before it is
+    // proposed (its one op per level fits etcd's op budget, so only the depth refuses it).
+    let nested = |levels: usize| {
+        let mut txn = TxnRequest {
+            success: vec![RequestOp::Put(PutRequest::new(&b"deep"[..], &b"v"[..]))],
+            ..TxnRequest::default()
+        };
+        for _ in 1..levels {
+            txn = TxnRequest {
+                success: vec![RequestOp::Txn(txn)],
+                ..TxnRequest::default()
+            };
+        }
+        txn
+    };
+    let max = keel_storage::limits::TXN_DEPTH_MAX;
+    let err = node.txn(nested(max + 1)).await.unwrap_err();
+    assert_eq!(
+        err,
+        NodeError::Rejected(StorageError::TooManyOps {
+            count: max + 1,
+            max
+        })
+    );
+
     // The refusals consumed no revision.
     let status = node.status().await.unwrap();
     assert_eq!(status.header.revision, Revision::new(6));
+    // At the limit it goes through the log and applies.
+    node.txn(nested(max)).await.unwrap();
+    assert!(node.get(&b"deep"[..]).await.unwrap().body.is_some());
     node.shutdown().await;
 }
 

@@ -49,6 +49,38 @@ pub(crate) fn check_put(req: &PutRequest, limits: &MvccLimits) -> Result<()> {
     Ok(())
 }
 
+/// The number of txn levels in `req` (1 for a txn without nested txns), counted without
+/// recursion, so that any depth is measured safely.
+pub fn txn_depth(req: &TxnRequest) -> usize {
+    let mut deepest = 0;
+    let mut pending = vec![(req, 1usize)];
+    while let Some((txn, depth)) = pending.pop() {
+        deepest = deepest.max(depth);
+        for op in txn.success.iter().chain(&txn.failure) {
+            if let RequestOp::Txn(t) = op {
+                pending.push((t, depth + 1));
+            }
+        }
+    }
+    deepest
+}
+
+/// Refuse a txn nested deeper than [`crate::limits::TXN_DEPTH_MAX`] levels, as etcd's "too
+/// many operations" (each level is at least one operation).
+///
+/// # Errors
+/// [`StorageError::TooManyOps`] with the depth and the limit.
+pub fn check_txn_depth(req: &TxnRequest) -> Result<()> {
+    let depth = txn_depth(req);
+    if depth > crate::limits::TXN_DEPTH_MAX {
+        return Err(StorageError::TooManyOps {
+            count: depth,
+            max: crate::limits::TXN_DEPTH_MAX,
+        });
+    }
+    Ok(())
+}
+
 /// Op counts per level (etcd's budget: a nested txn gets what its parent level left).
 pub(crate) fn check_txn_ops(req: &TxnRequest, ops_max: usize) -> Result<()> {
     let level = req
@@ -205,6 +237,37 @@ mod tests {
         assert!(matches!(
             check_txn_ops(&outer, 3),
             Err(StorageError::TooManyOps { .. })
+        ));
+    }
+
+    #[test]
+    fn depth_is_the_deepest_branch_at_any_level() {
+        let flat = TxnRequest {
+            success: vec![put("a")],
+            ..TxnRequest::default()
+        };
+        assert_eq!(txn_depth(&TxnRequest::default()), 1);
+        assert_eq!(txn_depth(&flat), 1);
+        let mut deep = flat.clone();
+        for _ in 1..crate::limits::TXN_DEPTH_MAX {
+            deep = TxnRequest {
+                success: vec![put("b")],
+                failure: vec![RequestOp::Txn(deep)],
+                ..TxnRequest::default()
+            };
+        }
+        let two = TxnRequest {
+            success: vec![RequestOp::Txn(flat)],
+            failure: vec![RequestOp::Txn(deep.clone())],
+            ..TxnRequest::default()
+        };
+        assert_eq!(txn_depth(&deep), crate::limits::TXN_DEPTH_MAX);
+        assert!(check_txn_depth(&deep).is_ok());
+        assert_eq!(txn_depth(&two), crate::limits::TXN_DEPTH_MAX + 1);
+        assert!(matches!(
+            check_txn_depth(&two),
+            Err(StorageError::TooManyOps { count, max })
+                if count == max + 1 && max == crate::limits::TXN_DEPTH_MAX
         ));
     }
 }

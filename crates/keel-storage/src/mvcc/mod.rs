@@ -8,6 +8,7 @@ mod store;
 mod types;
 mod write;
 
+pub use check::{check_txn_depth, txn_depth};
 pub use store::{HashKv, MvccStore};
 pub use types::{
     Committed, Compare, CompareOp, CompareTarget, DeleteRequest, DeleteResponse, Event, EventKind,

@@ -250,6 +250,10 @@ pub enum RequestOp {
     /// A deletion.
     Delete(DeleteRequest),
     /// A nested txn.
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "crate::nesting::deserialize_nested")
+    )]
     Txn(TxnRequest),
 }
 
@@ -264,6 +268,10 @@ pub enum ResponseOp {
     /// Result of a deletion.
     Delete(DeleteResponse),
     /// Result of a nested txn.
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "crate::nesting::deserialize_nested")
+    )]
     Txn(TxnResponse),
 }
 

@@ -287,6 +287,7 @@ impl<'s> WriteTxn<'s> {
     /// future revision in a read; storage failure. Nothing changes on error.
     pub fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse> {
         let limits = *self.store.limits();
+        check::check_txn_depth(req)?;
         check::check_txn_ops(req, limits.txn_ops_max)?;
         check::check_txn_contents(req, &limits)?;
         check::check_intervals(&req.success)?;
