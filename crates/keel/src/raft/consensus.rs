@@ -421,7 +421,7 @@ impl Consensus {
     /// with a deadline. A write is resent only when the network reports it was not delivered
     /// ([`NodeError::Unreachable`]): a write whose exchange failed after it left (reply lost,
     /// connection reset, the leader stopping while serving it) may have been applied, and a
-    /// second copy would apply it twice; the caller gets [`resend_refused`]'s error. A read
+    /// second copy would apply it twice (see [`resendable`]). A read
     /// index request is idempotent and is retried after any failure.
     async fn ask_leader(&self, message: impl Fn() -> Message) -> Result<Reply, NodeError> {
         let mut target: Option<MemberId> = None;
@@ -433,17 +433,15 @@ impl Consensus {
                 },
                 Some(leader) => match self.network.send(leader, PeerMessage(message())).await {
                     Ok(reply) => reply.0,
-                    Err(NodeError::Unreachable { .. }) => Reply::NotLeader { leader: None },
                     Err(NodeError::Network { .. } | NodeError::Stopped | NodeError::Timeout)
                         if matches!(message(), Message::ReadIndex) =>
                     {
                         Reply::NotLeader { leader: None }
                     }
-                    Err(NodeError::Stopped) => return Err(resend_refused(leader, "it stopped")),
-                    Err(NodeError::Network { detail }) => {
-                        return Err(resend_refused(leader, &detail))
+                    Err(e) => {
+                        resendable(leader, e)?;
+                        Reply::NotLeader { leader: None }
                     }
-                    Err(e) => return Err(e),
                 },
             };
             match reply {
@@ -629,12 +627,22 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// The error for a write or member change whose exchange with `leader` failed after the
-/// message left (`what` happened): it may or may not have been applied, so it is not resent.
-pub(super) fn resend_refused(leader: MemberId, what: &str) -> NodeError {
-    NodeError::Network {
+/// Whether a write or member change whose send to `leader` failed with `error` may be sent
+/// again (to the next leader): only when it was certainly not delivered
+/// ([`NodeError::Unreachable`]). Delivered with an unknown outcome (the exchange failed, or
+/// the leader stopped while serving it), it may have been applied, and a second copy could
+/// apply it twice: that is a [`NodeError::Network`] error for the caller, as is anything else
+/// the send returned.
+pub(super) fn resendable(leader: MemberId, error: NodeError) -> Result<(), NodeError> {
+    let unknown = |what: &str| NodeError::Network {
         detail: format!(
             "the request reached member {leader} but {what}; it may or may not have been applied"
         ),
+    };
+    match error {
+        NodeError::Unreachable { .. } => Ok(()),
+        NodeError::Stopped => Err(unknown("it stopped")),
+        NodeError::Network { detail } => Err(unknown(&detail)),
+        other => Err(other),
     }
 }

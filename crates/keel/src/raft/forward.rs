@@ -5,7 +5,7 @@
 //! Also the publication of a member's client URLs (etcd's attribute update after start): a
 //! member whose record lacks the client URLs it serves on asks the leader to set them.
 
-use super::consensus::{resend_refused, Consensus};
+use super::consensus::{resendable, Consensus};
 use super::network::{Message, PeerMessage, Reply};
 use super::MemberNode;
 use crate::error::NodeError;
@@ -83,20 +83,13 @@ impl Consensus {
                             detail,
                             by_rules: false,
                         }) => return Err(NodeError::ReconfigRefused { detail }),
-                        Ok(Reply::NotLeader { .. }) | Err(NodeError::Unreachable { .. }) => {}
-                        // Delivered, outcome unknown: a second copy could apply it twice.
-                        Err(NodeError::Stopped) => {
-                            return Err(resend_refused(leader, "it stopped"))
-                        }
-                        Err(NodeError::Network { detail }) => {
-                            return Err(resend_refused(leader, &detail))
-                        }
+                        Ok(Reply::NotLeader { .. }) => {}
                         Ok(other) => {
                             return Err(NodeError::Network {
                                 detail: format!("unexpected reply to a member change: {other:?}"),
                             })
                         }
-                        Err(e) => return Err(e),
+                        Err(e) => resendable(leader, e)?,
                     }
                 }
                 tokio::time::sleep(FORWARD_RETRY_PAUSE).await;
