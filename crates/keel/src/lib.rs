@@ -75,7 +75,8 @@ pub use node::{
     snapshot_summary, Alarm, LeaseGrant, LeaseKeepAlive, SnapshotExport, SnapshotSummary,
 };
 pub use raft::{
-    cluster_members, InMemoryNetwork, Network, PeerHandler, PeerMessage, PeerReply, SendFuture,
+    cluster_members, InMemoryNetwork, Network, PeerHandler, PeerMessage, PeerReply, RuntimeClock,
+    SendFuture,
 };
 pub use request::Request;
 pub use response::{MemberChange, MemberStatus, ReadConsistency, Response, ResponseHeader, Status};

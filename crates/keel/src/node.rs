@@ -722,7 +722,7 @@ impl Node {
         let mut urls = urls;
         urls.sort();
         urls.dedup();
-        tokio::spawn(async move {
+        crate::raft::rt::spawn(async move {
             let refs: Vec<&str> = urls.iter().map(String::as_str).collect();
             // Always asked of the leader (it leaves equal records alone): this member's own
             // view may still show its own first configuration, not the one that won.
@@ -732,7 +732,7 @@ impl Node {
                     Err(e) if e.is_fatal() => return,
                     Err(e) => {
                         tracing::debug!(error = %e, "publishing name and client URLs; will retry");
-                        tokio::time::sleep(crate::limits::FORWARD_RETRY_PAUSE * 10).await;
+                        crate::raft::rt::sleep(crate::limits::FORWARD_RETRY_PAUSE * 10).await;
                     }
                 }
             }
@@ -743,9 +743,8 @@ impl Node {
     /// [`NodeBuilder::auto_promote_learners`]). Ends when the node stops.
     pub(crate) fn spawn_auto_promote(&self, interval: Duration) {
         let node = self.clone();
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        crate::raft::rt::spawn(async move {
+            let mut ticks = crate::raft::rt::Ticker::new(interval);
             loop {
                 ticks.tick().await;
                 let Ok(running) = node.inner.running() else {
@@ -832,13 +831,13 @@ impl Node {
         // is closed (its directory lock released) before shutdown returns.
         let engine = Arc::clone(running.store.engine());
         drop(running);
-        let released = tokio::time::timeout(SHUTDOWN_RELEASE_MAX, async {
+        let released = crate::raft::rt::timeout(SHUTDOWN_RELEASE_MAX, async {
             while Arc::strong_count(&engine) > 1 {
-                tokio::time::sleep(SHUTDOWN_POLL_INTERVAL).await;
+                crate::raft::rt::sleep(SHUTDOWN_POLL_INTERVAL).await;
             }
         })
         .await;
-        if released.is_err() {
+        if released.is_none() {
             tracing::warn!(
                 holders = Arc::strong_count(&engine) - 1,
                 "storage still in use after shutdown (an in-flight call holds it)"

@@ -266,12 +266,11 @@ impl AuthGate {
         }
         let secret = new_token()?;
         let cost = self.bcrypt_cost;
-        let hash =
-            tokio::task::spawn_blocking(move || keel_auth::hash_password(&secret[..32], cost))
-                .await
-                .map_err(|e| AuthError::Hash {
-                    detail: e.to_string(),
-                })??;
+        let hash = crate::raft::rt::blocking(move || keel_auth::hash_password(&secret[..32], cost))
+            .await
+            .map_err(|e| AuthError::Hash {
+                detail: e.to_string(),
+            })??;
         Ok(self.decoy.get_or_init(|| hash).clone())
     }
 

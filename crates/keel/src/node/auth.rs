@@ -157,7 +157,7 @@ impl Node {
             };
             let password = password.to_owned();
             let matched =
-                tokio::task::spawn_blocking(move || keel_auth::verify_password(&password, &hash))
+                crate::raft::rt::blocking(move || keel_auth::verify_password(&password, &hash))
                     .await
                     .unwrap_or(false);
             known && matched
@@ -315,7 +315,7 @@ impl Node {
         };
         let password = password.to_owned();
         let cost = self.inner.auth.bcrypt_cost;
-        tokio::task::spawn_blocking(move || keel_auth::hash_password(&password, cost))
+        crate::raft::rt::blocking(move || keel_auth::hash_password(&password, cost))
             .await
             .map_err(|e| {
                 NodeError::Auth(AuthError::Hash {

@@ -161,7 +161,7 @@ impl Node {
         let running = self.inner.running()?;
         self.check_admin()?;
         let engine = std::sync::Arc::clone(running.store.engine());
-        tokio::task::spawn_blocking(move || engine.compact_all())
+        crate::raft::rt::blocking(move || engine.compact_all())
             .await
             .map_err(|e| NodeError::Raft {
                 detail: format!("defragment task: {e}"),

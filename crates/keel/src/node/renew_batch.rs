@@ -52,7 +52,7 @@ impl Node {
             // caller happened to start it.
             let node = self.trusted();
             let running = Arc::clone(running);
-            tokio::spawn(async move { node.flush_renews(&running).await });
+            crate::raft::rt::spawn(async move { node.flush_renews(&running).await });
         }
         answer.await.map_err(|_| NodeError::Stopped)?
     }

@@ -5,7 +5,7 @@
 use super::log_store::LogStore;
 use super::network::{Message, Network, NetworkFactory, PeerMessage, PeerReply, Reply};
 use super::state_machine::{SnapshotData, StateMachine};
-use super::{term_of, LogId, MemberNode, Raft, TypeConfig};
+use super::{rt, term_of, LogId, MemberNode, Raft, TypeConfig};
 use crate::error::NodeError;
 use crate::limits::{FORWARD_RETRY_PAUSE, START_LOCAL_WAIT_MAX};
 use crate::request::{Applied, Request};
@@ -14,6 +14,7 @@ use keel_storage::engine::Engine;
 use keel_storage::{DurableLog, MvccStore};
 use keel_types::MemberId;
 use openraft::async_runtime::watch::WatchReceiver;
+use openraft::async_runtime::WatchSender as _;
 use openraft::errors::{Fatal, InitializeError, RaftError};
 use openraft::storage::RaftLogStorage;
 use openraft::{ReadPolicy, ServerState, Snapshot};
@@ -77,7 +78,8 @@ pub(crate) struct Consensus {
     pub(super) request_timeout: Duration,
     /// Set when shutdown begins: calls in flight end with `Stopped` at once (see
     /// [`Consensus::bounded`]) instead of holding the storage until their deadline.
-    stopping: tokio::sync::watch::Sender<bool>,
+    /// A receiver is kept here so that the flag is stored even while no call waits on it.
+    stopping: (rt::WatchSender<bool>, rt::WatchReceiver<bool>),
 }
 
 fn fatal(e: &Fatal<TypeConfig>) -> NodeError {
@@ -204,7 +206,7 @@ impl Consensus {
             reachable_window: config.election_timeout,
             reconfig_lock: tokio::sync::Mutex::new(()),
             request_timeout: config.recovery_timeout,
-            stopping: tokio::sync::watch::Sender::new(false),
+            stopping: rt::watch(false),
         };
         this.spawn_leader_watch(Arc::clone(&config.metrics));
         if let Some(log) = adopted {
@@ -280,7 +282,7 @@ impl Consensus {
     /// when consensus shuts down.
     pub(crate) fn spawn_leader_watch(&self, metrics: Arc<crate::metrics::Metrics>) {
         let mut rx = self.raft.metrics();
-        tokio::spawn(async move {
+        rt::spawn(async move {
             let mut seen: Option<u64> = None;
             loop {
                 let leader = rx.borrow_watched().current_leader;
@@ -308,7 +310,7 @@ impl Consensus {
     /// marker is cleared once done, and the work is redone after a crash before that.
     fn spawn_adopted_state_snapshot(&self, log: Arc<DurableLog>) {
         let raft = self.raft.clone();
-        tokio::spawn(async move {
+        rt::spawn(async move {
             if !metrics_reach(&raft, |m| m.last_applied.is_some()).await {
                 return;
             }
@@ -448,7 +450,7 @@ impl Consensus {
                 Reply::NotLeader { leader } => {
                     let next = leader.map(MemberId::new).filter(|l| *l != self.id);
                     if next.is_none() || next == target {
-                        tokio::time::sleep(FORWARD_RETRY_PAUSE).await;
+                        rt::sleep(FORWARD_RETRY_PAUSE).await;
                     }
                     target = next;
                 }
@@ -481,10 +483,12 @@ impl Consensus {
         deadline: Duration,
         work: impl std::future::Future<Output = Result<T, NodeError>>,
     ) -> Result<T, NodeError> {
-        let mut stopping = self.stopping.subscribe();
+        let mut stopping = self.stopping.1.clone();
         tokio::select! {
-            done = tokio::time::timeout(deadline, work) => done.map_err(|_| NodeError::Timeout)?,
-            _ = stopping.wait_for(|stopping| *stopping) => Err(NodeError::Stopped),
+            biased;
+            done = work => done,
+            () = rt::sleep(deadline) => Err(NodeError::Timeout),
+            _ = stopping.wait_until(|stopping| *stopping) => Err(NodeError::Stopped),
         }
     }
 
@@ -616,7 +620,7 @@ impl Consensus {
 
     /// Stop the engine and wait for its tasks (which own the log store and state machine).
     pub(crate) async fn shutdown(&self) {
-        self.stopping.send_replace(true);
+        let _ = self.stopping.0.send(true);
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft task ended abnormally during shutdown");
         }

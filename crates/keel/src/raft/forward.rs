@@ -92,7 +92,7 @@ impl Consensus {
                         Err(e) => resendable(leader, e)?,
                     }
                 }
-                tokio::time::sleep(FORWARD_RETRY_PAUSE).await;
+                super::rt::sleep(FORWARD_RETRY_PAUSE).await;
             }
         };
         self.bounded(deadline, work).await

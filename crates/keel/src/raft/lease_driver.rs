@@ -9,7 +9,7 @@
 //! 2. It is demoted as soon as the metrics show another state, leader or term; a deposed
 //!    leader that still reports expiries is harmless, as its proposals cannot commit or carry
 //!    stale renew counts (keel-lease's argument 8).
-//! 3. Time comes only from the injected clock; `tokio::time` only paces the ticks, so a test
+//! 3. Time comes only from the injected clock; the runtime (`rt::Ticker`) only paces the ticks, so a test
 //!    with a manual clock decides when leases expire.
 //! 4. The lessor is ticked only while the leader lease is valid (openraft's quorum lease,
 //!    checked with `ReadPolicy::LeaseRead`, no network round trip): a leader cut off from its
@@ -18,7 +18,7 @@
 //! 5. Proposals are local (`client_write`, never forwarded) and bounded by a deadline; an
 //!    expiry whose revoke was lost is reported again after the lessor's retry interval.
 
-use super::{term_of, Consensus, Raft};
+use super::{rt, term_of, Consensus, Raft};
 use crate::lease::{LeaseCheckpoint, LeaseExpired, LeaseRequest, LeaseState};
 use crate::limits::LEASE_DUE_PER_TICK_MAX;
 use crate::request::Request;
@@ -36,7 +36,7 @@ impl Consensus {
             lease,
             deadline,
         };
-        tokio::spawn(driver.run());
+        rt::spawn(driver.run());
     }
 }
 
@@ -57,11 +57,11 @@ enum Flow {
 impl LeaseDriver {
     async fn run(self) {
         let mut metrics = self.raft.metrics();
-        let mut ticks = tokio::time::interval(self.lease.tick_interval());
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = rt::Ticker::new(self.lease.tick_interval());
         let mut was_leading = None;
         loop {
             let ticked = tokio::select! {
+                biased;
                 _ = ticks.tick() => true,
                 changed = metrics.changed() => {
                     if changed.is_err() {
@@ -129,14 +129,14 @@ impl LeaseDriver {
     async fn propose(&self, request: LeaseRequest) -> Flow {
         let what = request.to_string();
         let write = self.raft.client_write(Request::Lease(request));
-        match tokio::time::timeout(self.deadline, write).await {
-            Ok(Ok(_)) => Flow::Continue,
-            Ok(Err(e)) if e.fatal().is_some() => Flow::Stop,
-            Ok(Err(e)) => {
+        match rt::timeout(self.deadline, write).await {
+            Some(Ok(_)) => Flow::Continue,
+            Some(Err(e)) if e.fatal().is_some() => Flow::Stop,
+            Some(Err(e)) => {
                 tracing::debug!(error = %e, %what, "lease proposal not committed");
                 Flow::Continue
             }
-            Err(_) => {
+            None => {
                 tracing::debug!(%what, "lease proposal timed out");
                 Flow::Continue
             }

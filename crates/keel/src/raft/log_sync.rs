@@ -20,12 +20,40 @@ use std::io;
 use std::sync::Arc;
 
 /// Callbacks that may wait for the syncer before `append` blocks (back-pressure).
+#[cfg(not(feature = "sim"))]
 const PENDING_CALLBACKS_MAX: usize = 4096;
 
 /// The sending side of the syncer thread; the thread ends when the last handle is dropped.
+/// With the `sim` feature there is no thread: the deterministic simulation runtime has one
+/// thread and virtual time, so each callback is completed right after its own sync, inline
+/// (the in-memory engine's sync costs nothing, and durability is argued the same way).
 #[derive(Clone)]
 pub(crate) struct LogSyncer {
+    #[cfg(not(feature = "sim"))]
     tx: crossbeam::channel::Sender<IOFlushed<TypeConfig>>,
+    #[cfg(feature = "sim")]
+    engine: Arc<dyn Engine>,
+    #[cfg(feature = "sim")]
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// Sync `engine` once for every callback of `batch`, then complete them in order.
+fn sync_then_complete(
+    engine: &dyn Engine,
+    metrics: &crate::metrics::Metrics,
+    batch: Vec<IOFlushed<TypeConfig>>,
+) {
+    let started = metrics.now();
+    let result = engine.sync();
+    metrics.observe_since(&metrics.wal_fsync, started);
+    metrics.log_sync_batch.observe(batch.len() as f64);
+    for callback in batch {
+        let signal = match &result {
+            Ok(()) => Ok(()),
+            Err(e) => Err(io::Error::other(e.to_string())),
+        };
+        callback.io_completed(signal);
+    }
 }
 
 impl LogSyncer {
@@ -33,6 +61,7 @@ impl LogSyncer {
     ///
     /// # Errors
     /// The thread could not be spawned.
+    #[cfg(not(feature = "sim"))]
     pub(crate) fn start(
         engine: Arc<dyn Engine>,
         metrics: Arc<crate::metrics::Metrics>,
@@ -44,29 +73,42 @@ impl LogSyncer {
                 while let Ok(first) = rx.recv() {
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
-                    let started = metrics.now();
-                    let result = engine.sync();
-                    metrics.observe_since(&metrics.wal_fsync, started);
-                    metrics.log_sync_batch.observe(batch.len() as f64);
-                    for callback in batch {
-                        let signal = match &result {
-                            Ok(()) => Ok(()),
-                            Err(e) => Err(io::Error::other(e.to_string())),
-                        };
-                        callback.io_completed(signal);
-                    }
+                    sync_then_complete(engine.as_ref(), &metrics, batch);
                 }
             })?;
         Ok(LogSyncer { tx })
+    }
+
+    /// The inline syncer of the simulation (see the type).
+    ///
+    /// # Errors
+    /// None; the signature matches the threaded syncer's.
+    #[cfg(feature = "sim")]
+    pub(crate) fn start(
+        engine: Arc<dyn Engine>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> io::Result<Self> {
+        Ok(LogSyncer { engine, metrics })
     }
 
     /// Complete `callback` after the next fsync.
     ///
     /// # Errors
     /// The syncer thread is gone (the engine failed or the node is stopping).
+    #[cfg(not(feature = "sim"))]
     pub(crate) fn after_sync(&self, callback: IOFlushed<TypeConfig>) -> io::Result<()> {
         self.tx
             .send(callback)
             .map_err(|_| io::Error::other("log syncer stopped"))
+    }
+
+    /// Sync now, then complete `callback`.
+    ///
+    /// # Errors
+    /// None; the sync's outcome goes to the callback.
+    #[cfg(feature = "sim")]
+    pub(crate) fn after_sync(&self, callback: IOFlushed<TypeConfig>) -> io::Result<()> {
+        sync_then_complete(self.engine.as_ref(), &self.metrics, vec![callback]);
+        Ok(())
     }
 }

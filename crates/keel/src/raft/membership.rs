@@ -219,7 +219,7 @@ async fn poll_members(
     network: &dyn Network,
     contacts: &[MemberId],
     deadline: Duration,
-    enough: impl Fn(&[MemberStatus]) -> bool,
+    enough: impl Fn(&[MemberStatus]) -> bool + Sync,
 ) -> Option<(ClusterId, Vec<MemberStatus>)> {
     let mut last = None;
     let work = async {
@@ -233,10 +233,10 @@ async fn poll_members(
                     }
                 }
             }
-            tokio::time::sleep(FORWARD_RETRY_PAUSE).await;
+            super::rt::sleep(FORWARD_RETRY_PAUSE).await;
         }
     };
-    let _ = tokio::time::timeout(deadline, work).await;
+    let _ = super::rt::timeout(deadline, work).await;
     last
 }
 

@@ -193,7 +193,7 @@ impl Network for Endpoint {
         Box::pin(async move {
             let there = self.net.delay_of(self.from, to);
             if !there.is_zero() {
-                tokio::time::sleep(there).await;
+                super::rt::sleep(there).await;
             }
             if self.net.loses(self.from, to) {
                 return Err(NodeError::Unreachable { member: to });
@@ -205,7 +205,7 @@ impl Network for Endpoint {
             let reply = handler.handle(message).await?;
             let back = self.net.delay_of(to, self.from);
             if !back.is_zero() {
-                tokio::time::sleep(back).await;
+                super::rt::sleep(back).await;
             }
             if self.net.delivers(to, self.from) {
                 Ok(reply)

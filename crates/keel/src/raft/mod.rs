@@ -11,6 +11,7 @@ mod log_sync;
 mod membership;
 mod memory_network;
 mod network;
+pub(crate) mod rt;
 mod state_machine;
 #[cfg(test)]
 mod storage_suite;
@@ -23,9 +24,17 @@ pub(crate) use membership::{fetch_members, member_list, verify_added};
 pub use memory_network::InMemoryNetwork;
 pub use network::{Network, PeerHandler, PeerMessage, PeerReply, SendFuture};
 pub(crate) use network::{NoNetwork, PeerService};
+pub use rt::RuntimeClock;
 pub(crate) use state_machine::STATE_COLUMN_FAMILIES;
 
 use crate::request::{Applied, Request};
+
+/// The async runtime: tokio, or openraft's deterministic simulation runtime with the `sim`
+/// feature. Everything the node spawns or times goes through it (see [`rt`]).
+#[cfg(not(feature = "sim"))]
+type Runtime = openraft::TokioRuntime;
+#[cfg(feature = "sim")]
+type Runtime = openraft_rt_sim::SimRuntime;
 
 openraft::declare_raft_types!(
     /// keel's openraft type configuration: node ids are member ids, a node's data is its
@@ -35,7 +44,7 @@ openraft::declare_raft_types!(
         R = Applied,
         NodeId = u64,
         Node = MemberNode,
-        AsyncRuntime = openraft::TokioRuntime,
+        AsyncRuntime = Runtime,
 );
 
 /// What openraft's membership carries for each member: its name, peer URLs and client URLs
