@@ -9,8 +9,8 @@
 //! 2. It is demoted as soon as the metrics show another state, leader or term; a deposed
 //!    leader that still reports expiries is harmless, as its proposals cannot commit or carry
 //!    stale renew counts (keel-lease's argument 8).
-//! 3. Time comes only from the injected clock; the runtime (`rt::Ticker`) only paces the ticks, so a test
-//!    with a manual clock decides when leases expire.
+//! 3. Time comes only from the injected clock; the runtime (`rt::Ticker`) only paces the
+//!    ticks, so a test with a manual clock decides when leases expire.
 //! 4. The lessor is ticked only while the leader lease is valid (openraft's quorum lease,
 //!    checked with `ReadPolicy::LeaseRead`, no network round trip): a leader cut off from its
 //!    quorum stops reporting expiries instead of piling up proposals that cannot commit.
