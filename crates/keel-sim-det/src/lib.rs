@@ -1,18 +1,20 @@
-//! keel's deterministic simulation tier (first step): whole keel clusters (real `keel::Node`s
-//! over [`keel::InMemoryNetwork`], each on keel-storage's in-memory engine) run on openraft's
-//! simulation runtime (`openraft-rt-sim`): one thread, virtual time, seeded randomness. keel
-//! is built here with its `sim` feature, so every task, timer and timeout of the node goes
-//! through that runtime (`keel::raft::rt`), and lease time comes from [`keel::RuntimeClock`].
+//! keel's deterministic simulation tier: whole keel clusters (real `keel::Node`s over
+//! [`keel::InMemoryNetwork`], each on keel-storage's in-memory engine) on openraft's simulation
+//! runtime (`openraft-rt-sim`): one thread, virtual time, seeded randomness. keel is built
+//! here with its `sim` feature, so every task, timer and timeout of the node goes through that
+//! runtime (`keel::runtime`), and lease time comes from [`keel::RuntimeClock`].
+//!
+//! - `tests/battery.rs`: the in-process battery's harness (`crates/keel-sim/tests/sim`,
+//!   included by path: the same fault schedules, clients and checkers as the real-time tier)
+//!   for seeds 1..=200, and a check that a seed with faults replays bit for bit;
+//! - `tests/planted.rs`: the battery catches each of keel's planted bugs;
+//! - `tests/determinism.rs`: this file's small fault-free workload ([`run_seed`]): the same
+//!   seed gives the same trace and outcome, different seeds differ, and the cluster elects,
+//!   serves and survives the loss of its leader.
 //!
 //! The same seed gives the same run: the runtime's trace (every spawn, poll, wake, timer and
-//! random draw) and the workload's outcome are equal between two runs of one seed, which the
-//! tests check. A failing seed replays with
-//! `cargo test --manifest-path crates/keel-sim-det/Cargo.toml -- --nocapture` and
-//! `KEEL_SIM_DET_SEED=<seed>`.
-//!
-//! What this tier does not do yet (the real-time battery in `keel-sim` does): partitions and
-//! message faults, crashes with power-cut engine images, member changes, the history
-//! checkers. They move here one by one.
+//! random draw) is equal between two runs of one seed. A failing seed replays with
+//! `KEEL_SIM_DET_SEED=<seed> cargo test --manifest-path crates/keel-sim-det/Cargo.toml`.
 
 use keel::{InMemoryNetwork, Node, NodeBuilder, NodeError, RuntimeClock, Timings};
 use keel_storage::engine::MemEngine;

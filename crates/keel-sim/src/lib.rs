@@ -20,8 +20,8 @@
 //!
 //! The whole-cluster battery that feeds these checkers runs in `tests/cluster_sim.rs`:
 //! seeded fault schedules over in-process nodes (in-memory engines, the in-memory network,
-//! the tokio runtime — not bit-exact). Not yet here: the deterministic tier on openraft's
-//! simulated runtime (see the issue tracker).
+//! the tokio runtime — not bit-exact). The same harness runs bit-exact on openraft's
+//! simulation runtime in `crates/keel-sim-det`.
 
 mod lease;
 mod linearizability;

@@ -3,7 +3,8 @@
 //! synced writes) and the in-memory network (partitions, one-way cuts, isolation, delays
 //! that reorder messages), on the tokio runtime with real time. The seed decides the cluster
 //! size, the workload mix and the fault schedule; the timing is real, so a run is not
-//! bit-exact (the deterministic tier on openraft's simulated runtime is not built yet).
+//! bit-exact. The same harness (`tests/sim`) runs bit-exact in `crates/keel-sim-det`, on
+//! openraft's simulation runtime in virtual time.
 //!
 //! Each seed: clients run puts, linearizable gets, deletes and compare-and-swap txns on a few
 //! keys through random members; a watcher follows every change (resuming on another member
@@ -15,10 +16,6 @@
 //! `KEEL_SIM_SEEDS=N` runs seeds 1..=N (default 10); `KEEL_SIM_SEED=S` runs seed S alone.
 //! A failure names its seed and the command that replays it.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
-#![allow(
-    clippy::disallowed_methods,
-    reason = "the in-process tier runs on real time: client timestamps and fault phases"
-)]
 
 mod sim;
 

@@ -5,10 +5,6 @@
 //! A soak, not a CI test (minutes): `cargo test -p keel-sim --test planted -- --ignored
 //! --nocapture`; `KEEL_SIM_PLANT_SEEDS=N` bounds the seeds per bug (default 20).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
-#![allow(
-    clippy::disallowed_methods,
-    reason = "the in-process tier runs on real time: client timestamps and fault phases"
-)]
 
 mod sim;
 

@@ -52,6 +52,12 @@ mod error;
 mod lease;
 pub mod limits;
 pub mod metrics;
+/// The async runtime the node runs on: tokio by default, openraft's deterministic simulation
+/// runtime with the `sim` feature. Code that must run wherever the node runs (test harnesses,
+/// simulations) spawns, sleeps and times out through these instead of through tokio.
+pub mod runtime {
+    pub use crate::raft::rt::{sleep, spawn, timeout, RuntimeClock, Task, TaskFailed};
+}
 mod node;
 #[cfg(feature = "planted-bugs")]
 pub mod planted;

@@ -1,14 +1,16 @@
-//! The simulated cluster: in-process nodes on in-memory engines over the in-memory network,
-//! and the faults the schedule injects.
+//! The simulated cluster: in-process nodes over the in-memory network, each on a
+//! [`Backing`] (in-memory engines by default; the RocksDB tier brings its own), and the
+//! faults the schedule injects.
 
-use keel::{InMemoryNetwork, LessorConfig, Node, NodeBuilder, Timings};
+use keel::runtime::{self, RuntimeClock};
+use keel::{Clock, InMemoryNetwork, LessorConfig, Node, NodeBuilder, Timings};
 use keel_storage::engine::{ColumnFamily, Durability, Engine, MemEngine, ReadView, WriteBatch};
 use keel_storage::StorageError;
 use keel_types::MemberId;
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Raft timings of the simulated members.
 pub const TIMINGS: Timings = Timings {
@@ -38,10 +40,10 @@ impl Rng {
     }
 }
 
-/// A member's disk: the node's engine handle, delegating to a [`MemEngine`] the harness
-/// also holds (to crash it). The node waits at shutdown until it holds the last handle on
-/// its engine; this wrapper is that handle, so the harness's own does not count.
-struct Disk(Arc<MemEngine>);
+/// A member's disk: the node's engine handle, delegating to an engine the harness also holds
+/// (to crash it). The node waits at shutdown until it holds the last handle on its engine;
+/// this wrapper is that handle, so the harness's own does not count.
+pub struct Disk(pub Arc<dyn Engine>);
 
 impl Engine for Disk {
     fn column_family(&self, name: &str) -> Result<ColumnFamily, StorageError> {
@@ -73,10 +75,52 @@ impl Engine for Disk {
     }
 }
 
+/// Where a member's data lives, and how the schedule crashes it or fails its disk.
+pub trait Backing: Send + Sync {
+    /// The engine handle for the member's next start (a [`Disk`]: the node's only handle).
+    fn engine(&self) -> Result<Arc<dyn Engine>, String>;
+    /// Fail every fsync from now on: the store poisons at its next sync.
+    fn fail_syncs(&self);
+    /// Crash: every write from now on fails, and the next [`Backing::engine`] finds what
+    /// survives the crash.
+    fn crash(&self);
+}
+
+/// Makes a fresh backing for each member.
+pub type Backings = Arc<dyn Fn() -> Arc<dyn Backing> + Send + Sync>;
+
+/// The in-memory backing: a crash keeps exactly the synced writes (a power cut).
+struct MemBacking(Mutex<Arc<MemEngine>>);
+
+impl Backing for MemBacking {
+    fn engine(&self) -> Result<Arc<dyn Engine>, String> {
+        let engine: Arc<dyn Engine> = self.0.lock().unwrap().clone();
+        Ok(Arc::new(Disk(engine)))
+    }
+    fn fail_syncs(&self) {
+        self.0.lock().unwrap().fail_syncs();
+    }
+    fn crash(&self) {
+        let mut engine = self.0.lock().unwrap();
+        // Writes after the image fail, so the zombie cannot acknowledge them.
+        engine.fail_writes();
+        engine.fail_syncs();
+        *engine = Arc::new(engine.crash());
+    }
+}
+
+/// In-memory backings (the default of both in-process tiers).
+pub fn in_memory() -> Backings {
+    Arc::new(|| {
+        let engine = Arc::new(MemEngine::new(&Node::column_families()));
+        Arc::new(MemBacking(Mutex::new(engine)))
+    })
+}
+
 struct Member {
     id: MemberId,
     name: String,
-    engine: Arc<MemEngine>,
+    backing: Arc<dyn Backing>,
     /// `None` while crashed.
     node: Option<Node>,
     /// Added at runtime (restarts join through the others, not the first configuration).
@@ -91,7 +135,10 @@ pub struct Cluster {
     /// The first configuration.
     initial: Vec<MemberId>,
     members: Mutex<Vec<Member>>,
-    origin: Instant,
+    backings: Backings,
+    /// The runtime's clock: real time on tokio, virtual time on the simulation runtime. The
+    /// members measure lease time on it too, so client timestamps and lease deadlines agree.
+    clock: Arc<RuntimeClock>,
     /// What the schedule did and when (for failure reports).
     events: Mutex<Vec<(u64, String)>>,
     /// The highest revision the watcher has received (compaction stays at or below it).
@@ -99,14 +146,15 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Start `size` members with fresh engines.
-    pub async fn start(size: u64) -> Result<Arc<Cluster>, String> {
+    /// Start `size` members on fresh backings made by `backings`.
+    pub async fn start(size: u64, backings: Backings) -> Result<Arc<Cluster>, String> {
         let ids: Vec<MemberId> = (1..=size).map(MemberId::new).collect();
         let cluster = Arc::new(Cluster {
             net: InMemoryNetwork::new(),
             initial: ids.clone(),
             members: Mutex::new(Vec::new()),
-            origin: Instant::now(),
+            backings: backings.clone(),
+            clock: Arc::new(RuntimeClock::new()),
             events: Mutex::new(Vec::new()),
             watch_progress: AtomicU64::new(0),
         });
@@ -114,7 +162,7 @@ impl Cluster {
             let member = Member {
                 id,
                 name: format!("n{id}"),
-                engine: Arc::new(MemEngine::new(&Node::column_families())),
+                backing: backings(),
                 node: None,
                 joined: false,
                 disk_failed: false,
@@ -129,12 +177,13 @@ impl Cluster {
     }
 
     async fn boot(&self, m: &Member) -> Result<Node, String> {
-        let shared: Arc<dyn Engine> = Arc::new(Disk(m.engine.clone()));
+        let shared = m.backing.engine()?;
         let builder = NodeBuilder::new(m.id)
             .name(m.name.clone())
             .peer_urls([format!("unix://{}", m.name)])
             .engine(shared)
             .network(self.net.endpoint(m.id))
+            .clock(self.clock.clone())
             .timings(TIMINGS)
             .lessor_config(LessorConfig {
                 election_timeout: TIMINGS.election_timeout,
@@ -176,7 +225,7 @@ impl Cluster {
 
     /// Microseconds since the cluster started (the histories' clock).
     pub fn now(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_micros()).unwrap()
+        u64::try_from(self.clock.now().as_micros()).unwrap()
     }
 
     /// The running nodes.
@@ -194,8 +243,8 @@ impl Cluster {
     /// The leader some running member knows of, if any.
     pub async fn leader(&self) -> Option<MemberId> {
         for node in self.live() {
-            let status = tokio::time::timeout(Duration::from_millis(500), node.status()).await;
-            if let Ok(Ok(status)) = status {
+            let status = runtime::timeout(Duration::from_millis(500), node.status()).await;
+            if let Some(Ok(status)) = status {
                 if status.leader.is_some() {
                     return status.leader;
                 }
@@ -204,8 +253,9 @@ impl Cluster {
         None
     }
 
-    /// Kill member `id` as a power cut would: nothing it writes from now on reaches its
-    /// disk, it can no longer talk, and what it had synced is what a restart finds.
+    /// Kill member `id`: nothing it writes from now on reaches its disk, it can no longer
+    /// talk, and a restart finds what its backing keeps after a crash (in memory: what it had
+    /// synced, as after a power cut).
     pub async fn crash(&self, id: MemberId) {
         self.note(format!("crash n{id}"));
         // Cut it off first: a reply it sends after the disk image is taken must not count.
@@ -219,10 +269,7 @@ impl Cluster {
             let Some(node) = m.node.take() else {
                 return;
             };
-            // Writes after the image fail, so the zombie cannot acknowledge them.
-            m.engine.fail_writes();
-            m.engine.fail_syncs();
-            m.engine = Arc::new(m.engine.crash());
+            m.backing.crash();
             m.disk_failed = false;
             node
         };
@@ -235,7 +282,7 @@ impl Cluster {
         let mut members = self.members.lock().unwrap();
         if let Some(m) = members.iter_mut().find(|m| m.id == id && m.node.is_some()) {
             self.note(format!("disk fails on n{id}"));
-            m.engine.fail_syncs();
+            m.backing.fail_syncs();
             m.disk_failed = true;
         }
     }
@@ -264,7 +311,7 @@ impl Cluster {
                 .filter(|m| m.node.is_none())
                 .map(|m| Member {
                     name: m.name.clone(),
-                    engine: m.engine.clone(),
+                    backing: m.backing.clone(),
                     node: None,
                     disk_failed: false,
                     ..*m
@@ -290,14 +337,14 @@ impl Cluster {
         let name = format!("r{serial}");
         let url = format!("unix://{name}");
         let via = self.pick(rng).ok_or("no member running")?;
-        let added = tokio::time::timeout(bound, via.member_add(&name, &[&url]))
+        let added = runtime::timeout(bound, via.member_add(&name, &[&url]))
             .await
-            .map_err(|_| format!("member add of {name} did not answer"))?
+            .ok_or_else(|| format!("member add of {name} did not answer"))?
             .map_err(|e| format!("member add of {name}: {e}"))?;
         let member = Member {
             id: added.member_id,
             name,
-            engine: Arc::new(MemEngine::new(&Node::column_families())),
+            backing: (self.backings)(),
             node: None,
             joined: true,
             disk_failed: false,
@@ -320,9 +367,9 @@ impl Cluster {
             .into_iter()
             .find(|n| n.id() != victim)
             .ok_or("nobody to ask")?;
-        tokio::time::timeout(bound, via.member_remove(victim))
+        runtime::timeout(bound, via.member_remove(victim))
             .await
-            .map_err(|_| format!("member remove of {victim} did not answer"))?
+            .ok_or_else(|| format!("member remove of {victim} did not answer"))?
             .map_err(|e| format!("member remove of {victim}: {e}"))?;
         self.note(format!("removed n{victim}"));
         self.net.unregister(victim);
@@ -363,10 +410,10 @@ where
                     return done;
                 }
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            runtime::sleep(Duration::from_millis(20)).await;
         }
     };
-    tokio::time::timeout(bound, work).await.ok()
+    runtime::timeout(bound, work).await
 }
 
 /// Promote learner `id`, retrying while the leader does not yet see it in sync.

@@ -6,7 +6,7 @@ pub mod workload;
 
 use cluster::{heal, inject, on_any_member, Cluster, Fault, Rng};
 use futures::StreamExt;
-use keel::Node;
+use keel::{runtime, Node};
 use keel_sim::{
     check, check_acknowledged, check_lease, check_watch, expiry_deadline, settle_unanswered_writes,
     Call, Input, LeaseHistory, Op, Output, Verdict, WatchEvent,
@@ -93,12 +93,17 @@ impl fmt::Display for Totals {
     }
 }
 
-/// Run seed `seed` and check everything; the failure says what broke (with the fault
-/// timeline). The cluster is stopped either way.
+/// Run seed `seed` on in-memory engines and check everything; the failure says what broke
+/// (with the fault timeline). The cluster is stopped either way.
 pub async fn run_seed(seed: u64) -> Result<Report, String> {
+    run_seed_on(seed, cluster::in_memory()).await
+}
+
+/// [`run_seed`] with the members' data on backings made by `backings`.
+pub async fn run_seed_on(seed: u64, backings: cluster::Backings) -> Result<Report, String> {
     let mut rng = Rng::new(seed);
     let size = if rng.below(4) == 0 { 5 } else { 3 };
-    let cluster = Cluster::start(size).await?;
+    let cluster = Cluster::start(size, backings).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let outcome = run(&cluster, &mut rng, seed, size, &stop).await;
     stop.store(true, Ordering::Relaxed);
@@ -114,10 +119,10 @@ async fn run(
     stop: &Arc<AtomicBool>,
 ) -> Result<Report, String> {
     let clients: Vec<_> = (0..KV_CLIENTS)
-        .map(|c| tokio::spawn(kv_client(cluster.clone(), c, seed, stop.clone())))
+        .map(|c| runtime::spawn(kv_client(cluster.clone(), c, seed, stop.clone())))
         .collect();
-    let watch = tokio::spawn(watcher(cluster.clone(), seed, stop.clone()));
-    let lease = tokio::spawn(lease_client(cluster.clone(), seed, stop.clone()));
+    let watch = runtime::spawn(watcher(cluster.clone(), seed, stop.clone()));
+    let lease = runtime::spawn(lease_client(cluster.clone(), seed, stop.clone()));
 
     let mut faults = Vec::new();
     // The event log up to the last compaction (collected before compacting it away).
@@ -131,7 +136,7 @@ async fn run(
         } else {
             inject(cluster, fault, rng, serial).await?;
         }
-        tokio::time::sleep(Duration::from_millis(300 + rng.below(600))).await;
+        runtime::sleep(Duration::from_millis(300 + rng.below(600))).await;
         heal(cluster).await?;
         cluster.note("healed".to_string());
     }
@@ -228,12 +233,12 @@ async fn applied(node: &Node, revision: Revision) -> Result<(), String> {
             .current_header()
             .map_or(true, |h| h.revision < revision)
         {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            runtime::sleep(Duration::from_millis(10)).await;
         }
     };
-    tokio::time::timeout(RECOVERY_BOUND, work)
+    runtime::timeout(RECOVERY_BOUND, work)
         .await
-        .map_err(|_| format!("member {} never applied revision {revision}", node.id()))
+        .ok_or_else(|| format!("member {} never applied revision {revision}", node.id()))
 }
 
 /// Every event under the prefix from revision `from` to `upto` (which must be an event's
@@ -257,8 +262,8 @@ async fn full_log(node: &Node, from: u64, upto: Revision) -> Result<Vec<WatchEve
         }
         false
     };
-    match tokio::time::timeout(RECOVERY_BOUND, work).await {
-        Ok(true) => {
+    match runtime::timeout(RECOVERY_BOUND, work).await {
+        Some(true) => {
             log.retain(|e| e.revision <= upto.get());
             Ok(log)
         }
@@ -391,7 +396,7 @@ async fn renew_after_checkpoint_then_move_leader(
 ) {
     // No renew for 1.2 s (the last one is at most 0.3 s old, the TTL is 2 s): checkpoints
     // every 0.5 s persist a remaining TTL well below the TTL.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    runtime::sleep(Duration::from_millis(1200)).await;
     let Some(node) = cluster.pick(rng) else {
         return;
     };
@@ -415,7 +420,7 @@ async fn renew_after_checkpoint_then_move_leader(
     };
     cluster.note(format!("move leader n{leader} -> n{}", to.id()));
     // Refused or slow transfers leave the check as it was: it still runs.
-    let _ = tokio::time::timeout(RECOVERY_BOUND, from.move_leader(to.id())).await;
+    let _ = runtime::timeout(RECOVERY_BOUND, from.move_leader(to.id())).await;
 }
 
 /// Read the lease's key until it is gone; fail if that takes longer than promised.
@@ -447,7 +452,7 @@ async fn await_expiry(
                 cluster.now()
             ));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        runtime::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -470,12 +475,12 @@ async fn compact_under_load(
     let (at, _) = write_within(cluster, rng, RECOVERY_BOUND).await?;
     let seen = async {
         while cluster.watch_progress.load(Ordering::Relaxed) < at.get() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            runtime::sleep(Duration::from_millis(10)).await;
         }
     };
-    tokio::time::timeout(RECOVERY_BOUND, seen)
+    runtime::timeout(RECOVERY_BOUND, seen)
         .await
-        .map_err(|_| format!("the watcher never reached revision {at}"))?;
+        .ok_or_else(|| format!("the watcher never reached revision {at}"))?;
     let node = cluster.pick(rng).ok_or("no member running")?;
     let below = full_log(&node, compacted.upto + 1, at).await?;
     compact_at(cluster, rng, at).await?;

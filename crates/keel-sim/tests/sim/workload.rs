@@ -2,7 +2,7 @@
 
 use super::cluster::{Cluster, Rng};
 use futures::StreamExt;
-use keel::{Node, ResponseHeader};
+use keel::{runtime, Node, ResponseHeader};
 use keel_sim::{Call, Input, KeyRead, LeaseHistory, Op, Output, WatchEvent};
 use keel_storage::mvcc::{
     Compare, CompareOp, CompareTarget, EventKind, PutRequest, RequestOp, TxnRequest,
@@ -29,10 +29,7 @@ const FAILURE_PAUSE: Duration = Duration::from_millis(30);
 
 /// `work`'s answer, or `None` when it failed or did not answer in time.
 async fn answered<T, E>(work: impl Future<Output = Result<T, E>>) -> Option<T> {
-    tokio::time::timeout(REQUEST_DEADLINE, work)
-        .await
-        .ok()?
-        .ok()
+    runtime::timeout(REQUEST_DEADLINE, work).await?.ok()
 }
 
 /// What one KV client recorded: its operations, and the writes acknowledged with their
@@ -79,7 +76,7 @@ pub async fn kv_client(
             }
         };
         let Some(node) = cluster.pick(&mut rng) else {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            runtime::sleep(Duration::from_millis(20)).await;
             continue;
         };
         let call = cluster.now();
@@ -99,12 +96,12 @@ pub async fn kv_client(
             // A read without an answer says nothing: left out of the history. Either way
             // the client backs off a little, as a real one would.
             None if input == Input::Get => {
-                tokio::time::sleep(FAILURE_PAUSE).await;
+                runtime::sleep(FAILURE_PAUSE).await;
                 continue;
             }
             None => {
                 log.notes.push(format!("n{} unanswered", node.id()));
-                tokio::time::sleep(FAILURE_PAUSE).await;
+                runtime::sleep(FAILURE_PAUSE).await;
                 (Output::Unknown, None)
             }
         };
@@ -116,7 +113,7 @@ pub async fn kv_client(
             input,
             output,
         });
-        tokio::time::sleep(Duration::from_millis(rng.below(15))).await;
+        runtime::sleep(Duration::from_millis(rng.below(15))).await;
     }
     log
 }
@@ -204,7 +201,7 @@ pub async fn watcher(cluster: Arc<Cluster>, seed: u64, stop: Arc<AtomicBool>) ->
     let mut next = 1u64;
     while !stop.load(Ordering::Relaxed) {
         let Some(node) = cluster.pick(&mut rng) else {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            runtime::sleep(Duration::from_millis(20)).await;
             continue;
         };
         let start = next;
@@ -213,22 +210,22 @@ pub async fn watcher(cluster: Arc<Cluster>, seed: u64, stop: Arc<AtomicBool>) ->
             ..WatchSpec::new(KeyRange::prefix(PREFIX))
         };
         let Ok(mut stream) = node.watch(spec).await else {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            runtime::sleep(Duration::from_millis(20)).await;
             continue;
         };
         let mut responses = Vec::new();
         while !stop.load(Ordering::Relaxed) {
-            let item = tokio::time::timeout(Duration::from_millis(100), stream.next()).await;
+            let item = runtime::timeout(Duration::from_millis(100), stream.next()).await;
             match item {
-                Err(_) => {}
-                Ok(Some(Ok(resp))) => {
+                None => {}
+                Some(Some(Ok(resp))) => {
                     next = next.max(resp.body.revision.get() + 1);
                     cluster
                         .watch_progress
                         .fetch_max(next - 1, Ordering::Relaxed);
                     responses.push(events(&resp.body));
                 }
-                Ok(Some(Err(_)) | None) => break,
+                Some(Some(Err(_)) | None) => break,
             }
         }
         log.segments.push((start, responses));
@@ -250,7 +247,7 @@ pub async fn lease_client(
     };
     let mut lease = None;
     while !stop.load(Ordering::Relaxed) {
-        tokio::time::sleep(Duration::from_millis(100 + rng.below(200))).await;
+        runtime::sleep(Duration::from_millis(100 + rng.below(200))).await;
         let Some(node) = cluster.pick(&mut rng) else {
             continue;
         };

@@ -219,7 +219,7 @@ async fn poll_members(
     network: &dyn Network,
     contacts: &[MemberId],
     deadline: Duration,
-    enough: impl Fn(&[MemberStatus]) -> bool + Sync,
+    enough: impl Fn(&[MemberStatus]) -> bool,
 ) -> Option<(ClusterId, Vec<MemberStatus>)> {
     let mut last = None;
     let work = async {

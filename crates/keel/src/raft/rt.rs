@@ -1,6 +1,7 @@
 //! The runtime seam: every task the node spawns, every sleep, timeout and periodic tick, and
-//! every piece of blocking work goes through openraft's `AsyncRuntime` of [`TypeConfig`], never
-//! through tokio or `std::time` directly.
+//! every piece of blocking work goes through openraft's `AsyncRuntime` of keel's type
+//! configuration, never through tokio or `std::time` directly. Public as [`crate::runtime`]
+//! for code that must run wherever the node runs (keel-sim's harness runs on both runtimes).
 //!
 //! Why: the same node code must run on openraft's deterministic simulation runtime
 //! (single thread, virtual time, seeded randomness), where a direct `tokio::spawn` panics (no
@@ -27,18 +28,59 @@ pub(crate) type WatchSender<T> = openraft::alias::WatchSenderOf<TypeConfig, T>;
 /// The receiving side of a runtime watch channel.
 pub(crate) type WatchReceiver<T> = openraft::alias::WatchReceiverOf<TypeConfig, T>;
 
-/// Run `future` as a detached task; it ends by itself (every node task watches for shutdown).
-pub(crate) fn spawn<F>(future: F)
+/// Run `future` as a task of the runtime. Await the returned [`Task`] for its output, or
+/// drop it to let the task run on by itself (every task the node spawns ends by itself: each
+/// watches for shutdown).
+///
+/// # Examples
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build()?.block_on(async {
+/// let task = keel::runtime::spawn(async { 6 * 7 });
+/// assert_eq!(task.await.ok(), Some(42));
+/// # });
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn spawn<F>(future: F) -> Task<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    // Dropping the join handle detaches the task on both runtimes.
-    drop(Rt::spawn(future));
+    Task(Rt::spawn(future))
+}
+
+/// A task started by [`spawn`]; a future of the task's output.
+pub struct Task<T: Send + 'static>(<Rt as AsyncRuntime>::JoinHandle<T>);
+
+impl<T: Send + 'static> std::fmt::Debug for Task<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Task")
+    }
+}
+
+/// A task that did not return (it panicked or the runtime dropped it).
+#[derive(Debug, thiserror::Error)]
+#[error("task did not finish: {detail}")]
+pub struct TaskFailed {
+    detail: String,
+}
+
+impl<T: Send + 'static> Future for Task<T> {
+    type Output = Result<T, TaskFailed>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|done| {
+            done.map_err(|e| TaskFailed {
+                detail: e.to_string(),
+            })
+        })
+    }
 }
 
 /// Wait `duration` of the runtime's time.
-pub(crate) async fn sleep(duration: Duration) {
+pub async fn sleep(duration: Duration) {
     Rt::sleep(duration).await;
 }
 
@@ -47,12 +89,14 @@ pub(crate) fn now() -> Instant {
     Instant::now()
 }
 
-/// `future`'s output, or `None` when `duration` of the runtime's time passes first.
-pub(crate) async fn timeout<F>(duration: Duration, future: F) -> Option<F::Output>
-where
-    F: Future + Send,
-{
-    Rt::timeout(duration, future).await.ok()
+/// `future`'s output, or `None` when `duration` of the runtime's time passes first (the
+/// future wins a tie).
+pub async fn timeout<F: Future>(duration: Duration, future: F) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        out = future => Some(out),
+        () = sleep(duration) => None,
+    }
 }
 
 /// A watch channel of the runtime.
