@@ -13,7 +13,6 @@ mod sim;
 
 use openraft_rt::AsyncRuntime;
 use openraft_rt_sim::SimRuntime;
-use std::sync::atomic::Ordering;
 
 #[test]
 fn the_battery_catches_every_planted_bug() {
@@ -27,26 +26,10 @@ fn the_battery_catches_every_planted_bug() {
             outcome = outcome.err()
         );
     }
-    let mut missed = Vec::new();
-    for (name, switch) in keel::planted::all() {
-        switch.store(true, Ordering::Relaxed);
-        let mut caught = None;
-        for seed in 1..=max {
-            let outcome = SimRuntime::with_seed(seed).block_on(sim::run_seed(seed));
-            if let Err(failure) = outcome {
-                caught = Some((seed, failure.lines().next().unwrap_or("").to_string()));
-                break;
-            }
-        }
-        switch.store(false, Ordering::Relaxed);
-        match caught {
-            Some((seed, what)) => println!("{name}: caught at seed {seed} of {max}: {what}"),
-            None => {
-                println!("{name}: not caught in {max} seeds");
-                missed.push(name);
-            }
-        }
-    }
+    let found = sim::hunt_planted_bugs(max, |seed| {
+        SimRuntime::with_seed(seed).block_on(sim::run_seed(seed))
+    });
+    let missed = sim::report_planted(&found, max);
     assert!(
         missed.is_empty(),
         "planted bugs the battery missed: {missed:?}"

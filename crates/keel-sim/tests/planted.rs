@@ -8,31 +8,20 @@
 
 mod sim;
 
-use std::sync::atomic::Ordering;
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test]
 #[ignore = "a soak of several minutes; run by hand (see docs/reliability.md)"]
-async fn the_battery_catches_every_planted_bug() {
+fn the_battery_catches_every_planted_bug() {
     let max: u64 = std::env::var("KEEL_SIM_PLANT_SEEDS").map_or(20, |n| n.parse().unwrap());
-    let mut missed = Vec::new();
-    for (name, switch) in keel::planted::all() {
-        switch.store(true, Ordering::Relaxed);
-        let mut caught = None;
-        for seed in 1..=max {
-            if let Err(failure) = sim::run_seed(seed).await {
-                caught = Some((seed, failure.lines().next().unwrap_or("").to_string()));
-                break;
-            }
-        }
-        switch.store(false, Ordering::Relaxed);
-        match caught {
-            Some((seed, what)) => println!("{name}: caught at seed {seed} of {max}: {what}"),
-            None => {
-                println!("{name}: not caught in {max} seeds");
-                missed.push(name);
-            }
-        }
-    }
+    let found = sim::hunt_planted_bugs(max, |seed| {
+        // a fresh runtime per seed, as `#[tokio::test(flavor = "multi_thread")]` gives one
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        runtime.block_on(sim::run_seed(seed))
+    });
+    let missed = sim::report_planted(&found, max);
     assert!(
         missed.is_empty(),
         "planted bugs the battery missed: {missed:?}"

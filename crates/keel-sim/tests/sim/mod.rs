@@ -93,6 +93,46 @@ impl fmt::Display for Totals {
     }
 }
 
+/// Turn each of keel's planted bugs (`keel::planted`) on in turn and run seeds 1..=`max`
+/// with `run` until one fails. For each bug: its name, and the seed that caught it with the
+/// first line of the failure (`None`: not caught in `max` seeds). Every switch is off again
+/// when this returns.
+pub fn hunt_planted_bugs(
+    max: u64,
+    mut run: impl FnMut(u64) -> Result<Report, String>,
+) -> Vec<(&'static str, Option<(u64, String)>)> {
+    let mut found = Vec::new();
+    for (name, switch) in keel::planted::all() {
+        switch.store(true, Ordering::Relaxed);
+        let caught = (1..=max).find_map(|seed| {
+            run(seed)
+                .err()
+                .map(|failure| (seed, failure.lines().next().unwrap_or("").to_string()))
+        });
+        switch.store(false, Ordering::Relaxed);
+        found.push((name, caught));
+    }
+    found
+}
+
+/// Print what [`hunt_planted_bugs`] found; the names of the bugs it missed.
+pub fn report_planted(
+    found: &[(&'static str, Option<(u64, String)>)],
+    max: u64,
+) -> Vec<&'static str> {
+    let mut missed = Vec::new();
+    for (name, caught) in found {
+        match caught {
+            Some((seed, what)) => println!("{name}: caught at seed {seed} of {max}: {what}"),
+            None => {
+                println!("{name}: not caught in {max} seeds");
+                missed.push(*name);
+            }
+        }
+    }
+    missed
+}
+
 /// Run seed `seed` on in-memory engines and check everything; the failure says what broke
 /// (with the fault timeline). The cluster is stopped either way.
 pub async fn run_seed(seed: u64) -> Result<Report, String> {
