@@ -1,7 +1,104 @@
 //! The deterministic tier's first promises: a seed's run is the same run every time, bit for
 //! bit (the runtime's full trace), and the node works on the simulation runtime.
 
-use keel_sim_det::run_seed;
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+#[path = "../../keel-sim/tests/sim/mod.rs"]
+mod sim;
+
+use keel::runtime;
+use keel_types::MemberId;
+use openraft_rt::AsyncRuntime;
+use openraft_rt_sim::SimRuntime;
+use sim::cluster::{in_memory, Cluster, Rng};
+use std::time::Duration;
+
+/// What one seed's run produced.
+struct Run {
+    /// The workload's observations, one line each (leaders, revisions, values read).
+    outcome: Vec<String>,
+    /// The runtime's trace: every spawn, poll, wake, timer and random draw, in order.
+    trace: Vec<String>,
+}
+
+/// Poll every 10 ms (virtual) until a member reports a leader that is one of `among`.
+async fn leader_among(cluster: &Cluster, among: &[MemberId]) -> Result<MemberId, String> {
+    for _ in 0..3_000 {
+        if let Some(leader) = cluster.leader().await {
+            if among.contains(&leader) {
+                return Ok(leader);
+            }
+        }
+        runtime::sleep(Duration::from_millis(10)).await;
+    }
+    Err("no leader within 30 s of virtual time".into())
+}
+
+/// The workload of one seed on a 3-member cluster: elect, write through seeded members,
+/// read linearizably everywhere, stop the leader, write and read again on the two left.
+async fn workload(seed: u64) -> Result<Vec<String>, String> {
+    let mut rng = Rng::new(seed);
+    let mut outcome = Vec::new();
+    let cluster = Cluster::start(3, in_memory()).await?;
+    let nodes = cluster.live();
+    let ids: Vec<MemberId> = nodes.iter().map(|n| n.id()).collect();
+    let leader = leader_among(&cluster, &ids).await?;
+    outcome.push(format!("leader n{leader}"));
+    for i in 0..20u64 {
+        let via = &nodes[rng.index(nodes.len())];
+        let key = format!("k{}", rng.below(5));
+        let put = via
+            .put(key.clone(), format!("v{i}"))
+            .await
+            .map_err(|e| format!("put {key} via n{}: {e}", via.id()))?;
+        outcome.push(format!(
+            "put {key}=v{i} via n{} rev {}",
+            via.id(),
+            put.header.revision
+        ));
+    }
+    for node in &nodes {
+        let got = node.get("k0").await.map_err(|e| e.to_string())?;
+        outcome.push(format!(
+            "n{} reads k0 = {:?} at rev {}",
+            node.id(),
+            got.body.map(|kv| kv.value),
+            got.header.revision
+        ));
+    }
+    let (stopped, left): (Vec<_>, Vec<_>) = nodes.iter().partition(|n| n.id() == leader);
+    for node in stopped {
+        node.shutdown().await;
+    }
+    outcome.push(format!("stopped n{leader}"));
+    let left_ids: Vec<MemberId> = left.iter().map(|n| n.id()).collect();
+    let next = leader_among(&cluster, &left_ids).await?;
+    outcome.push(format!("leader n{next}"));
+    let put = left[0]
+        .put("after", "stop")
+        .await
+        .map_err(|e| e.to_string())?;
+    outcome.push(format!("put after=stop rev {}", put.header.revision));
+    for node in &left {
+        let got = node.get("after").await.map_err(|e| e.to_string())?;
+        outcome.push(format!(
+            "n{} reads after = {:?}",
+            node.id(),
+            got.body.map(|kv| kv.value)
+        ));
+    }
+    cluster.shutdown().await;
+    Ok(outcome)
+}
+
+/// Run one seed's workload on a fresh simulation runtime; its outcome and trace.
+fn run_seed(seed: u64) -> Result<Run, String> {
+    let mut rt = SimRuntime::with_seed(seed);
+    rt.record_trace(true);
+    let outcome = rt.block_on(workload(seed))?;
+    let trace = rt.take_trace();
+    Ok(Run { outcome, trace })
+}
 
 /// Seeds checked by default; `KEEL_SIM_DET_SEED=<n>` runs that one seed only.
 fn seeds() -> Vec<u64> {
