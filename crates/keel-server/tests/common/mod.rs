@@ -284,13 +284,14 @@ impl Cluster {
     }
 
     /// The member id (hex, as etcdctl prints it) of the member serving `endpoint`, and the
-    /// leader's id, from `etcdctl endpoint status -w json`.
+    /// leader's id ("0" while it knows no leader), from `etcdctl endpoint status -w json`.
     pub fn status(&self, endpoint: &str) -> (String, String) {
         let out = ok(ctl(endpoint, &["endpoint", "status", "-w", "json"], None));
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         let s = &v[0]["Status"];
         let id = s["header"]["member_id"].as_u64().unwrap();
-        let leader = s["leader"].as_u64().unwrap();
+        // etcd's JSON omits zero fields: no "leader" while the member knows none (0 is no id).
+        let leader = s["leader"].as_u64().unwrap_or(0);
         (format!("{id:x}"), format!("{leader:x}"))
     }
 
