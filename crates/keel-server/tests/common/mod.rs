@@ -191,6 +191,24 @@ pub struct Cluster {
     pub members: Vec<Member>,
 }
 
+impl Drop for Cluster {
+    /// A failing test shows the end of every member's log (the harness prints a failing test's
+    /// output), since the logs live in a temporary directory that goes with the cluster.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for m in &self.members {
+            let log = std::fs::read_to_string(m.dir.with_extension("log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("---- last lines of {}'s log ----", m.name);
+            for line in &lines[lines.len().saturating_sub(60)..] {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
 impl Cluster {
     /// Start `n` members forming a new cluster, and wait until it serves writes.
     pub fn start(n: usize) -> Self {

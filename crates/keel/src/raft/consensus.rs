@@ -141,6 +141,11 @@ fn raft_config(config: &ConsensusConfig) -> Result<Arc<openraft::Config>, NodeEr
         // the consequence: a leader killed and restarted quickly served a linearizable read
         // from a state that missed an acknowledged write (seed 22 of `cluster_sim`).
         enable_leader_restore: Some(false),
+        // Pre-vote (etcd's `--pre-vote`, on by default since etcd 3.5): a member campaigns only
+        // after a quorum says it could win, so one that cannot (a restarted member with an
+        // empty or stale log, one cut off by a partition) does not raise the term and depose a
+        // healthy leader.
+        enable_pre_vote: Some(true),
         ..Default::default()
     }
     .validate()

@@ -39,12 +39,18 @@ type Runtime = openraft_rt_sim::SimRuntime;
 openraft::declare_raft_types!(
     /// keel's openraft type configuration: node ids are member ids, a node's data is its
     /// [`MemberNode`] record, entries carry a [`Request`] and applying one yields an [`Applied`].
+    /// Leader ids are standard Raft's, as etcd's: at most one leader per term, and a log id is
+    /// (term, index). openraft's default ("advanced") ids order two candidates of one term by
+    /// node id, so a member that had voted for a higher-id candidate rejects the elected leader
+    /// of that term and makes it step down: keel-sim seed 956 (a restarted member holding a
+    /// stale vote) lost its leader that way several times in a row.
     pub(crate) TypeConfig:
         D = Request,
         R = Applied,
         NodeId = u64,
         Node = MemberNode,
         AsyncRuntime = Runtime,
+        LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>,
 );
 
 /// What openraft's membership carries for each member: its name, peer URLs and client URLs
