@@ -11,7 +11,10 @@
 //!
 //! Measured: grant (N leases into an empty structure), renew (keep-alive traffic: batches of
 //! 10,000 random renews with N leases present, simulated time advancing 10 ms per batch so
-//! renews move deadlines as real keep-alives do, each batch followed by the expiry check),
+//! renews move deadlines as real keep-alives do, each batch followed by the expiry check;
+//! `wheel` renews a batch with `Lessor::renew_many`, as keel's node applies a replicated batch
+//! of keep-alives, `wheel-per-call` with one `Lessor::renew` per lease, and the heaps one by
+//! one, as etcd renews one lease per keep-alive request),
 //! expire (advance time tick by tick until all N leases have expired
 //! and been revoked), for N = 10k, 100k, 1M; and memory per lease, printed before the
 //! criterion runs. Checkpoints are off in the lessor here so that all three do the same work
@@ -90,6 +93,13 @@ fn hash_table_bytes(capacity: usize, entry_bytes: usize) -> usize {
 trait LeaseQueue {
     fn grant(&mut self, id: LeaseId, ttl_secs: u64, now_ms: u64);
     fn renew(&mut self, id: LeaseId, now_ms: u64);
+    /// Renew a batch (one replicated entry of keep-alives in keel). The baselines renew one by
+    /// one, as etcd renews one lease per keep-alive request.
+    fn renew_batch(&mut self, ids: &[LeaseId], now_ms: u64) {
+        for id in ids {
+            self.renew(*id, now_ms);
+        }
+    }
     /// Pop every lease due at `now_ms` and revoke it; returns how many.
     fn expire(&mut self, now_ms: u64) -> usize;
     fn heap_bytes(&self) -> usize;
@@ -103,16 +113,24 @@ fn lessor_config() -> LessorConfig {
     }
 }
 
-struct Wheel(Lessor);
+/// keel's lessor; `batched` renews a batch with `Lessor::renew_many` (what the node does with
+/// a replicated batch of keep-alives), otherwise one `Lessor::renew` per lease.
+struct Wheel(Lessor, bool);
 
 impl Wheel {
     fn new() -> Self {
+        Self::with_batches(true)
+    }
+    fn per_call() -> Self {
+        Self::with_batches(false)
+    }
+    fn with_batches(batched: bool) -> Self {
         let mut lessor = match Lessor::new(lessor_config()) {
             Ok(lessor) => lessor,
             Err(e) => panic!("{e}"),
         };
         lessor.promote(Duration::ZERO);
-        Wheel(lessor)
+        Wheel(lessor, batched)
     }
 }
 
@@ -128,6 +146,17 @@ impl LeaseQueue for Wheel {
     fn renew(&mut self, id: LeaseId, now_ms: u64) {
         // A lease that expired meanwhile is not found; the bench keeps going.
         let _ = self.0.renew(id, Duration::from_millis(now_ms));
+        self.0.drain_changes();
+    }
+    fn renew_batch(&mut self, ids: &[LeaseId], now_ms: u64) {
+        if !self.1 {
+            for id in ids {
+                self.renew(*id, now_ms);
+            }
+            return;
+        }
+        // Leases that expired meanwhile are not found; the bench keeps going.
+        let _ = self.0.renew_many(ids, Duration::from_millis(now_ms));
         self.0.drain_changes();
     }
     fn expire(&mut self, now_ms: u64) -> usize {
@@ -389,21 +418,23 @@ fn bench_renew(c: &mut Criterion) {
     let mut group = c.benchmark_group("lease/renew");
     group.sample_size(20);
     group.throughput(Throughput::Elements(RENEW_BATCH as u64));
+    let per_call: (&'static str, Make) = ("wheel-per-call", || Box::new(Wheel::per_call()));
     for n in SIZES {
         let work = workload(n);
-        for (name, make) in structures() {
+        for (name, make) in structures().into_iter().chain([per_call]) {
             let mut queue = build(make, &work);
             let mut rng = Rng(7);
             let mut now_ms = 0u64;
+            let mut batch = Vec::with_capacity(RENEW_BATCH);
             group.bench_function(BenchmarkId::new(name, n), |b| {
                 b.iter(|| {
                     // Keep-alive traffic in simulated time: a batch every 10 ms, then the
                     // expiry check (the wheel re-files entries its lazy renews left behind).
                     now_ms += RENEW_BATCH_STEP_MS;
-                    for _ in 0..RENEW_BATCH {
-                        let (id, _) = work[(rng.next() % n as u64) as usize];
-                        queue.renew(id, now_ms);
-                    }
+                    batch.clear();
+                    batch
+                        .extend((0..RENEW_BATCH).map(|_| work[(rng.next() % n as u64) as usize].0));
+                    queue.renew_batch(&batch, now_ms);
                     queue.expire(now_ms)
                 });
             });

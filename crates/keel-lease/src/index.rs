@@ -34,6 +34,27 @@ impl LeaseIndex {
             .copied()
     }
 
+    /// The handles of `ids`, in order, into `out` (cleared first). Hashing all ids first and
+    /// then looking them up in one short loop lets the processor overlap the cache misses of
+    /// consecutive lookups, which are independent of each other; one [`LeaseIndex::get`] after
+    /// another in a longer loop body mostly waits for each miss in turn.
+    pub(crate) fn get_many(
+        &self,
+        wheel: &Wheel<Slot>,
+        ids: &[LeaseId],
+        hashes: &mut Vec<u64>,
+        out: &mut Vec<Option<Handle>>,
+    ) {
+        hashes.clear();
+        hashes.extend(ids.iter().map(|id| self.hash(*id)));
+        out.clear();
+        out.extend(ids.iter().zip(hashes.iter()).map(|(id, hash)| {
+            self.table
+                .find(*hash, |h| wheel.get(*h).is_some_and(|s| s.id == *id))
+                .copied()
+        }));
+    }
+
     pub(crate) fn contains(&self, wheel: &Wheel<Slot>, id: LeaseId) -> bool {
         self.get(wheel, id).is_some()
     }

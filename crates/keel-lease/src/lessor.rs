@@ -110,6 +110,9 @@ pub struct Lessor {
     primary: bool,
     changes: Vec<Change>,
     popped: Vec<Handle>,
+    /// Scratch of [`Lessor::renew_many`] (kept to reuse the allocations).
+    batch_hashes: Vec<u64>,
+    batch_handles: Vec<Option<Handle>>,
 }
 
 impl Lessor {
@@ -133,6 +136,8 @@ impl Lessor {
             primary: false,
             changes: Vec::new(),
             popped: Vec::new(),
+            batch_hashes: Vec::new(),
+            batch_handles: Vec::new(),
         })
     }
 
@@ -232,6 +237,48 @@ impl Lessor {
     /// [`LeaseError::NotFound`].
     pub fn renew(&mut self, id: LeaseId, now: Duration) -> Result<i64> {
         let handle = self.handle(id)?;
+        self.renew_at(handle, id, now)
+    }
+
+    /// Renew a batch of leases: the same results and changes as [`Lessor::renew`] on each id
+    /// in order (an id may repeat), faster on a large lessor. The lookups of the whole batch
+    /// run first, in one short loop, so that their cache misses overlap (a renew does not move
+    /// any lease, so they stay valid); then each renew finds its lease's slot in cache. The
+    /// node applies a replicated batch of keep-alives with it.
+    ///
+    /// # Examples
+    /// ```
+    /// use keel_lease::{LeaseError, Lessor, LessorConfig};
+    /// use keel_types::LeaseId;
+    /// use std::time::Duration;
+    /// let mut lessor = Lessor::new(LessorConfig::default()).unwrap();
+    /// let a = lessor.grant(None, 60, Duration::ZERO).unwrap().id;
+    /// let unknown = LeaseId::new(99).unwrap();
+    /// let ttls = lessor.renew_many(&[a, unknown, a], Duration::from_secs(1));
+    /// assert_eq!(ttls[0], Ok(60));
+    /// assert_eq!(ttls[1], Err(LeaseError::NotFound { id: unknown }));
+    /// assert_eq!(ttls[2], Ok(60));
+    /// ```
+    pub fn renew_many(&mut self, ids: &[LeaseId], now: Duration) -> Vec<Result<i64>> {
+        let mut hashes = std::mem::take(&mut self.batch_hashes);
+        let mut handles = std::mem::take(&mut self.batch_handles);
+        self.index
+            .get_many(&self.wheel, ids, &mut hashes, &mut handles);
+        let out = ids
+            .iter()
+            .zip(&handles)
+            .map(|(id, handle)| match handle {
+                Some(handle) => self.renew_at(*handle, *id, now),
+                None => Err(LeaseError::NotFound { id: *id }),
+            })
+            .collect();
+        self.batch_hashes = hashes;
+        self.batch_handles = handles;
+        out
+    }
+
+    /// [`Lessor::renew`] of the lease at `handle`.
+    fn renew_at(&mut self, handle: Handle, id: LeaseId, now: Duration) -> Result<i64> {
         let primary = self.primary;
         let Some(slot) = self.wheel.get_mut(handle) else {
             return Err(LeaseError::NotFound { id });

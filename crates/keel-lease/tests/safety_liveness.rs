@@ -141,7 +141,19 @@ impl Sim {
         let now_ms = self.now_ms();
         match entry {
             Entry::Renew(id) => {
-                let results: Vec<_> = self.replicas.iter_mut().map(|r| r.renew(id, now)).collect();
+                // Odd replicas apply it through the batch call the node uses: all must agree.
+                let results: Vec<_> = self
+                    .replicas
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        if i % 2 == 0 {
+                            r.renew(id, now)
+                        } else {
+                            r.renew_many(&[id], now).remove(0)
+                        }
+                    })
+                    .collect();
                 assert!(results.windows(2).all(|w| w[0] == w[1]), "replicas agree");
                 if results[0].is_ok() {
                     let truth = self.truth.get_mut(&id).unwrap();

@@ -193,7 +193,11 @@ impl LeaseState {
             }
             LeaseRequest::Renew { ids } => {
                 let mut lessor = self.lessor.lock();
-                let ttls = ids.iter().map(|id| lessor.renew(*id, now).ok()).collect();
+                let ttls = lessor
+                    .renew_many(ids, now)
+                    .into_iter()
+                    .map(Result::ok)
+                    .collect();
                 LeaseApplied::Renewed { ttls }
             }
             LeaseRequest::Checkpoint { checkpoints } => {

@@ -443,3 +443,44 @@ fn frequent_renews_do_not_trigger_checkpoints() {
     clock.advance(Duration::from_secs(30));
     assert_eq!(expired_ids(&lessor.tick(clock.now(), 10)), vec![id(1)]);
 }
+
+#[test]
+fn renew_many_matches_renew_one_by_one() {
+    let clock = ManualClock::new();
+    let (mut one, mut many) = (primary(&clock), primary(&clock));
+    for n in 1..=40 {
+        for lessor in [&mut one, &mut many] {
+            lessor.grant(Some(id(n)), 5 + n % 7, clock.now()).unwrap();
+            lessor.drain_changes();
+        }
+    }
+    one.revoke(id(13)).unwrap();
+    many.revoke(id(13)).unwrap();
+    // Repeats, an unknown id (41), a revoked one (13), out of order.
+    let batch: Vec<LeaseId> = [3, 41, 3, 13, 40, 1, 2, 3, 39, 20, 20]
+        .into_iter()
+        .map(id)
+        .collect();
+    for step in 1..=8u64 {
+        clock.advance(ms(900));
+        let sequential: Vec<Result<i64>> =
+            batch.iter().map(|l| one.renew(*l, clock.now())).collect();
+        assert_eq!(
+            many.renew_many(&batch, clock.now()),
+            sequential,
+            "step {step}"
+        );
+        assert_eq!(
+            one.drain_changes().collect::<Vec<_>>(),
+            many.drain_changes().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            expired_ids(&one.tick(clock.now(), 100)),
+            expired_ids(&many.tick(clock.now(), 100)),
+            "step {step}"
+        );
+        one.check_invariants();
+        many.check_invariants();
+    }
+    assert_eq!(many.renew_many(&[], clock.now()), Vec::new());
+}
