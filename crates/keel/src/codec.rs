@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! +---------+----------------------------+
-//! | ver = 1 | postcard(value)            |
+//! | ver = 2 | postcard(value)            |
 //! +---------+----------------------------+
 //! ```
 //!
@@ -17,7 +17,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// Current format version of every record written by this crate.
-pub(crate) const FORMAT_VERSION: u8 = 1;
+///
+/// 2: openraft's standard leader ids (a log id's leader is its term alone; a vote names the
+/// term and the member voted for). Version 1 wrote the "advanced" ids (term and member in
+/// every log id), which version 2 would misread, so a version-1 record is refused.
+pub(crate) const FORMAT_VERSION: u8 = 2;
 
 /// Encode `value` as a versioned record.
 pub(crate) fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, NodeError> {
@@ -86,13 +90,26 @@ mod tests {
             Err(NodeError::Codec { .. })
         ));
         assert!(matches!(
-            decode::<u64>("x", &[1]),
+            decode::<u64>("x", &[FORMAT_VERSION]),
             Err(NodeError::Codec { .. })
         ));
         assert!(matches!(
-            decode::<u8>("x", &[1, 1, 2]),
+            decode::<u8>("x", &[FORMAT_VERSION, 1, 2]),
             Err(NodeError::Codec { .. })
         ));
         assert_eq!(decode::<u64>("x", &encode("x", &7u64).unwrap()).unwrap(), 7);
+    }
+
+    /// A record of format 1 (openraft's "advanced" leader ids: a log id's leader carried the
+    /// member id too) is refused with the version, not misread as a standard one.
+    #[test]
+    fn records_of_format_1_are_refused() {
+        // Log id (term 3, leader 2, index 7) as format 1 wrote it.
+        let old = [1u8, 3, 2, 7];
+        let err = decode::<(u64, u64)>("log id", &old).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown format version 1"),
+            "{err}"
+        );
     }
 }
