@@ -13,10 +13,11 @@
 //!
 //! # The node's protocol
 //! * Applying a replicated entry, on every replica, with the replica's clock as `now`:
-//!   [`Lessor::grant`], [`Lessor::renew`], [`Lessor::revoke`], [`Lessor::revoke_expired`],
-//!   [`Lessor::attach`] / [`Lessor::detach`] (put with a lease, delete, re-put with another
-//!   lease), [`Lessor::apply_checkpoint`]; then [`LeaseStore::stage`] the
-//!   [`Lessor::drain_changes`] into that entry's batch. Acknowledge a renew after applying it.
+//!   [`Lessor::grant`], [`Lessor::renew`] (a batch: [`Lessor::renew_many`]), [`Lessor::revoke`],
+//!   [`Lessor::revoke_expired`], [`Lessor::attach`] / [`Lessor::detach`] (put with a lease,
+//!   delete, re-put with another lease), [`Lessor::apply_checkpoint`]; then
+//!   [`LeaseStore::stage`] the [`Lessor::drain_changes`] into that entry's batch. Acknowledge
+//!   a renew after applying it.
 //! * On the leader: [`Lessor::promote`] once it has applied every entry committed before its
 //!   term, [`Lessor::demote`] when it steps down, and [`Lessor::tick`] every tick while it
 //!   holds a valid leader lease; it proposes the returned [`Expired`] (batched) and
