@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 /// use keel_storage::mvcc::PutRequest;
 /// let req = Request::Put(PutRequest::new(&b"k"[..], &b"v"[..]));
 /// let bytes = req.encode()?;
-/// assert_eq!(bytes[0], 1);
+/// assert_eq!(bytes[0], 2); // the format version
 /// assert_eq!(Request::decode(&bytes)?, req);
 /// assert!(Request::decode(&[]).is_err());
 /// # Ok::<(), keel::NodeError>(())
@@ -536,8 +536,8 @@ mod tests {
     /// A request's encoding whose txn is nested `levels` deep (one nested txn per level,
     /// the innermost empty), built as bytes: such a value cannot even be dropped safely.
     fn nested_txn_bytes(levels: usize) -> Vec<u8> {
-        // Version 1, Request::Txn; per level: no compares, one success op, RequestOp::Txn.
-        let mut bytes = vec![1, 2];
+        // The format version, Request::Txn; per level: no compares, one success op, RequestOp::Txn.
+        let mut bytes = vec![codec::FORMAT_VERSION, 2];
         for _ in 1..levels {
             bytes.extend_from_slice(&[0, 1, 3]);
         }
@@ -549,7 +549,7 @@ mod tests {
     /// A checked request wrapping a checked request ... `levels` deep (no caller), around a
     /// put of `k`.
     fn nested_checked_bytes(levels: usize) -> Vec<u8> {
-        let mut bytes = vec![1];
+        let mut bytes = vec![codec::FORMAT_VERSION];
         for _ in 0..levels {
             bytes.extend_from_slice(&[6, 0]);
         }
