@@ -29,8 +29,14 @@ impl LeaseIndex {
     }
 
     pub(crate) fn get(&self, wheel: &Wheel<Slot>, id: LeaseId) -> Option<Handle> {
+        self.find(wheel, self.hash(id), id)
+    }
+
+    /// The handle of `id`, whose hash is `hash`.
+    #[inline]
+    fn find(&self, wheel: &Wheel<Slot>, hash: u64, id: LeaseId) -> Option<Handle> {
         self.table
-            .find(self.hash(id), |h| wheel.get(*h).is_some_and(|s| s.id == id))
+            .find(hash, |h| wheel.get(*h).is_some_and(|s| s.id == id))
             .copied()
     }
 
@@ -48,11 +54,11 @@ impl LeaseIndex {
         hashes.clear();
         hashes.extend(ids.iter().map(|id| self.hash(*id)));
         out.clear();
-        out.extend(ids.iter().zip(hashes.iter()).map(|(id, hash)| {
-            self.table
-                .find(*hash, |h| wheel.get(*h).is_some_and(|s| s.id == *id))
-                .copied()
-        }));
+        out.extend(
+            ids.iter()
+                .zip(hashes.iter())
+                .map(|(id, hash)| self.find(wheel, *hash, *id)),
+        );
     }
 
     pub(crate) fn contains(&self, wheel: &Wheel<Slot>, id: LeaseId) -> bool {
