@@ -123,7 +123,8 @@ pub struct Flags {
     /// token member ids are derived with).
     #[arg(long, env = "KEEL_DISCOVERY_TOKEN")]
     pub discovery_token: Option<String>,
-    /// Time (in milliseconds) of a heartbeat interval.
+    /// Time (in milliseconds) of a heartbeat interval; keep it above the worst round trip
+    /// between members.
     #[arg(long, env = "KEEL_HEARTBEAT_INTERVAL", default_value_t = 100)]
     pub heartbeat_interval: u64,
     /// Time (in milliseconds) for an election to timeout.

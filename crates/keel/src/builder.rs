@@ -25,7 +25,9 @@ pub(crate) const META_CLUSTER_ID: &str = "cluster_id";
 /// The node's timings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timings {
-    /// Raft heartbeat interval (etcd: 100 ms).
+    /// Raft heartbeat interval (etcd: 100 ms). It must exceed the worst round trip between
+    /// members: a heartbeat whose reply takes longer is abandoned, and a leader that gets no
+    /// quorum of heartbeat replies in time serves no linearizable read.
     pub heartbeat_interval: Duration,
     /// Minimum election timeout; each timeout is drawn between it and twice it (etcd: 1 s).
     pub election_timeout: Duration,

@@ -329,17 +329,36 @@ async fn a_member_restarted_with_only_a_vote_starts_and_catches_up() {
     }
 }
 
+/// Links of 12 to 32 ms one way, different in each direction (round trips of 36 to 60 ms),
+/// under etcd's default heartbeat interval (100 ms). openraft abandons a heartbeat whose
+/// reply takes longer than one interval, so a leader whose round trips all exceed it cannot
+/// confirm a read index: keel needs the heartbeat interval above the worst round trip
+/// (`docs/architecture.md`, "Timings").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_and_reads_work_over_slow_asymmetric_links() {
     let net = InMemoryNetwork::new();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let nodes = cluster(&net, &dirs).await;
+    let slow = Timings {
+        heartbeat_interval: Duration::from_millis(100),
+        election_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(5),
+    };
+    let mut nodes = Vec::new();
+    for (id, dir) in (1..=3).map(MemberId::new).zip(&dirs) {
+        let node = member(&net, id, 3, dir.path())
+            .timings(slow)
+            .start()
+            .await
+            .unwrap();
+        net.register(id, node.peer_handler());
+        nodes.push(node);
+    }
     let all: Vec<&Node> = nodes.iter().collect();
     agreed_leader(&all).await;
     for a in &nodes {
         for b in &nodes {
             if a.id() != b.id() {
-                let ms = 5 * (a.id().get() + 2 * b.id().get());
+                let ms = 4 * (a.id().get() + 2 * b.id().get());
                 net.delay(a.id(), b.id(), Duration::from_millis(ms));
             }
         }

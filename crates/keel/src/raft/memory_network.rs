@@ -1,6 +1,6 @@
 //! [`InMemoryNetwork`]: a router between nodes in one process, with fault injection.
 
-use super::network::{Network, PeerHandler, PeerMessage, SendFuture};
+use super::network::{Network, PeerHandler, PeerMessage, PeerReply, SendFuture};
 use crate::error::NodeError;
 use keel_types::MemberId;
 use parking_lot::Mutex;
@@ -13,7 +13,8 @@ use std::time::Duration;
 /// Each node gets its own [`InMemoryNetwork::endpoint`] (which knows the sender, so that
 /// links are directional) and is reachable once [`InMemoryNetwork::register`]ed. A message on
 /// a cut link fails with [`NodeError::Unreachable`] without being delivered; a reply on a cut
-/// link is lost after delivery ([`NodeError::Network`]).
+/// link is lost after delivery ([`NodeError::Network`]). A message that has left is delivered
+/// even if its sender stops waiting for the reply, as on a real link.
 ///
 /// Links can also be slowed down ([`InMemoryNetwork::delay`]), which reorders messages
 /// sent over links with different delays, and made lossy ([`InMemoryNetwork::drop_every`]):
@@ -190,30 +191,47 @@ struct Endpoint {
 
 impl Network for Endpoint {
     fn send(&self, to: MemberId, message: PeerMessage) -> SendFuture<'_> {
+        // The message travels as a task of its own: a sender that stops waiting (openraft
+        // abandons a heartbeat after one heartbeat interval) loses only the reply, as on a
+        // real link, where the request is already on the wire. Awaiting the delivery inside
+        // the sender's future would take the message back out of the network.
+        let delivery = super::rt::spawn(deliver(self.net.clone(), self.from, to, message));
         Box::pin(async move {
-            let there = self.net.delay_of(self.from, to);
-            if !there.is_zero() {
-                super::rt::sleep(there).await;
-            }
-            if self.net.loses(self.from, to) {
-                return Err(NodeError::Unreachable { member: to });
-            }
-            // Faults are checked when the message arrives, not when it leaves.
-            let Some(handler) = self.net.route(self.from, to) else {
-                return Err(NodeError::Unreachable { member: to });
-            };
-            let reply = handler.handle(message).await?;
-            let back = self.net.delay_of(to, self.from);
-            if !back.is_zero() {
-                super::rt::sleep(back).await;
-            }
-            if self.net.delivers(to, self.from) {
-                Ok(reply)
-            } else {
-                Err(NodeError::Network {
-                    detail: format!("reply from {to} dropped"),
-                })
-            }
+            delivery.await.map_err(|e| NodeError::Network {
+                detail: format!("delivery to {to} did not finish: {e}"),
+            })?
+        })
+    }
+}
+
+/// Carry `message` from `from` to `to` through the link's faults, and its reply back.
+async fn deliver(
+    net: InMemoryNetwork,
+    from: MemberId,
+    to: MemberId,
+    message: PeerMessage,
+) -> Result<PeerReply, NodeError> {
+    let there = net.delay_of(from, to);
+    if !there.is_zero() {
+        super::rt::sleep(there).await;
+    }
+    if net.loses(from, to) {
+        return Err(NodeError::Unreachable { member: to });
+    }
+    // Faults are checked when the message arrives, not when it leaves.
+    let Some(handler) = net.route(from, to) else {
+        return Err(NodeError::Unreachable { member: to });
+    };
+    let reply = handler.handle(message).await?;
+    let back = net.delay_of(to, from);
+    if !back.is_zero() {
+        super::rt::sleep(back).await;
+    }
+    if net.delivers(to, from) {
+        Ok(reply)
+    } else {
+        Err(NodeError::Network {
+            detail: format!("reply from {to} dropped"),
         })
     }
 }
