@@ -95,6 +95,10 @@ pub struct Flags {
         default_value = "http://localhost:2380"
     )]
     pub listen_peer_urls: String,
+    /// keel extension: the local IP address connections to other members leave from (on a
+    /// host with several addresses; the system chooses by default).
+    #[arg(long, env = "KEEL_PEER_SOURCE_ADDRESS")]
+    pub peer_source_address: Option<std::net::IpAddr>,
     /// This member's peer URLs to advertise to the rest of the cluster.
     #[arg(
         long,
@@ -282,6 +286,8 @@ pub struct ServerConfig {
     pub peer_tls: Option<crate::tls::TlsFiles>,
     /// `--peer-cert-allowed-cn`.
     pub peer_cert_allowed_cn: Option<String>,
+    /// `--peer-source-address`.
+    pub peer_source_address: Option<std::net::IpAddr>,
     /// Raft heartbeat interval.
     pub heartbeat_interval: Duration,
     /// Raft election timeout.
@@ -587,6 +593,7 @@ impl Flags {
             log_json,
             log_output,
             pprof_requested: self.enable_pprof,
+            peer_source_address: self.peer_source_address,
             force_new_cluster: self.force_new_cluster,
             quota_backend_bytes: self.quota_backend_bytes,
             auth: self.auth_config()?,

@@ -26,6 +26,7 @@ use parking_lot::RwLock;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio_stream::StreamExt;
@@ -127,6 +128,8 @@ pub struct GrpcNetwork {
     traffic: PeerTraffic,
     /// TLS for `https://` peer URLs.
     tls: Option<ClientTlsConfig>,
+    /// The local address connections to members leave from (the system's choice if `None`).
+    source: Option<IpAddr>,
 }
 
 impl std::fmt::Debug for GrpcNetwork {
@@ -141,7 +144,11 @@ impl std::fmt::Debug for GrpcNetwork {
     }
 }
 
-fn endpoint(url: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, NodeError> {
+fn endpoint(
+    url: &str,
+    tls: Option<&ClientTlsConfig>,
+    source: Option<IpAddr>,
+) -> Result<Endpoint, NodeError> {
     let invalid = |e: &dyn std::fmt::Display| NodeError::Config {
         detail: format!("invalid peer URL {url:?}: {e}"),
     };
@@ -157,6 +164,7 @@ fn endpoint(url: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, NodeEr
         endpoint = endpoint.tls_config(tls.clone()).map_err(|e| invalid(&e))?;
     }
     Ok(endpoint
+        .local_address(source)
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .concurrency_limit(IN_FLIGHT_PER_PEER_MAX)
@@ -164,8 +172,12 @@ fn endpoint(url: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, NodeEr
         .keep_alive_timeout(Duration::from_secs(5)))
 }
 
-fn client(url: &str, tls: Option<&ClientTlsConfig>) -> Result<PeerClient<Channel>, NodeError> {
-    let channel = endpoint(url, tls)?.connect_lazy();
+fn client(
+    url: &str,
+    tls: Option<&ClientTlsConfig>,
+    source: Option<IpAddr>,
+) -> Result<PeerClient<Channel>, NodeError> {
+    let channel = endpoint(url, tls, source)?.connect_lazy();
     Ok(PeerClient::new(channel)
         .max_decoding_message_size(STREAM_FRAME_BYTES_MAX * 2)
         .max_encoding_message_size(STREAM_FRAME_BYTES_MAX * 2))
@@ -184,6 +196,7 @@ impl GrpcNetwork {
             links: RwLock::new(BTreeMap::new()),
             traffic,
             tls: None,
+            source: None,
         }
     }
 
@@ -191,6 +204,15 @@ impl GrpcNetwork {
     #[must_use]
     pub fn with_client_tls(mut self, tls: Option<ClientTlsConfig>) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// Dial members from the local address `source` (`--peer-source-address`): on a host
+    /// with several addresses, the one member traffic leaves from. Set it before adding
+    /// peers; the system picks the address when `None`.
+    #[must_use]
+    pub fn with_source_address(mut self, source: Option<IpAddr>) -> Self {
+        self.source = source;
         self
     }
 
@@ -221,7 +243,7 @@ impl GrpcNetwork {
         let link = Link {
             url: url.to_owned(),
             contact,
-            client: client(url, self.tls.as_ref())?,
+            client: client(url, self.tls.as_ref(), self.source)?,
         };
         links.insert(id, link);
         Ok(())

@@ -48,10 +48,12 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// This member's network: its traffic counters, TLS to `https://` peers.
+/// This member's network: its traffic counters, TLS to `https://` peers, the address its
+/// connections leave from.
 fn peer_network(config: &ServerConfig, id: MemberId, traffic: &PeerTraffic) -> GrpcNetwork {
     GrpcNetwork::with_traffic(id, traffic.clone())
         .with_client_tls(config.peer_tls.as_ref().map(crate::tls::TlsFiles::client))
+        .with_source_address(config.peer_source_address)
 }
 
 /// A server builder, with TLS when `tls` is given.

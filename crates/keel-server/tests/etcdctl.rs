@@ -390,8 +390,9 @@ fn version_names_keel_and_the_etcd_api() {
 fn bad_flags_exit_with_status_2_before_touching_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("never-created");
-    let cases: [&[&str]; 3] = [
+    let cases: [&[&str]; 4] = [
         &["--initial-cluster-state", "bogus"],
+        &["--peer-source-address", "127.0.0"],
         &["--name", "a", "--initial-cluster", "b=http://127.0.0.1:1"],
         &["--listen-client-urls", "ftp://x"],
     ];

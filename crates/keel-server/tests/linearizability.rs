@@ -3,7 +3,9 @@
 //! and compare-and-swap txns on a few keys, while the leader is killed with SIGKILL and
 //! restarted, the next leader is frozen with SIGSTOP and thawed, and links are cut by
 //! userspace TCP proxies in front of every member's peer port: first every link into the
-//! leader, then every link into both followers. Every invocation and completion is recorded
+//! leader, then every link into both followers, then every link between the leader and the
+//! others, both ways (a symmetric partition; members dial from their own loopback
+//! addresses, so a proxy tells them apart). Every invocation and completion is recorded
 //! (a request without an answer is "maybe applied") and the history is checked by
 //! `keel_sim::check`.
 //!
@@ -239,7 +241,8 @@ fn replicas_agree(c: &Cluster) -> i64 {
 /// it; freeze the new leader (SIGSTOP) long enough for an election and thaw it (a deposed
 /// leader that wakes up must not answer from its stale view); cut every link into the leader
 /// (it still reaches the others through their proxies) and heal; cut every link into the
-/// followers of the leader of that moment and heal.
+/// followers of the leader of that moment and heal; partition the leader of that moment from
+/// the other two, both ways, and heal.
 fn inject_faults(c: &mut Cluster, proxies: &[common::Proxy]) {
     std::thread::sleep(Duration::from_secs(2));
     let leader = c.leader();
@@ -263,6 +266,16 @@ fn inject_faults(c: &mut Cluster, proxies: &[common::Proxy]) {
     followers.clone().for_each(|i| proxies[i].cut());
     std::thread::sleep(Duration::from_secs(2));
     followers.for_each(|i| proxies[i].heal());
+    std::thread::sleep(Duration::from_secs(2));
+    // A symmetric partition: the leader alone on one side. The other two elect one of
+    // themselves; the old leader, whose clients still reach it, must not answer from its view.
+    let alone = c.leader();
+    common::partition(c, proxies, &[alone]);
+    let majority: Vec<usize> = (0..proxies.len()).filter(|i| *i != alone).collect();
+    let elected = c.leader_among(&majority);
+    assert_ne!(elected, alone);
+    std::thread::sleep(Duration::from_secs(2));
+    proxies.iter().for_each(common::Proxy::heal);
     std::thread::sleep(Duration::from_secs(2));
 }
 

@@ -48,6 +48,8 @@ pub struct Member {
     /// `http` or `https` (client and peer URLs).
     pub client_scheme: &'static str,
     pub peer_scheme: &'static str,
+    /// `--peer-source-address`: the address this member dials the others from.
+    pub peer_source: Option<std::net::IpAddr>,
 }
 
 impl Member {
@@ -62,6 +64,7 @@ impl Member {
             child: None,
             client_scheme: "http",
             peer_scheme: "http",
+            peer_source: None,
         }
     }
 
@@ -113,6 +116,10 @@ impl Member {
             .args(["--listen-peer-urls", &self.peer_url()])
             .args(["--initial-advertise-peer-urls", &self.advertised_peer_url()])
             .args(extra)
+            .args(
+                (self.peer_source.iter())
+                    .flat_map(|a| ["--peer-source-address".to_owned(), a.to_string()]),
+            )
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(["--log-level", "info"])
             .stdout(Stdio::null())
@@ -226,15 +233,18 @@ impl Cluster {
     }
 
     /// As [`Cluster::start`], with a [`Proxy`] in front of each member's peer port: every
-    /// connection to member `i` goes through `proxies[i]`.
+    /// connection to member `i` goes through `proxies[i]`. Member `i` dials from its own
+    /// loopback address, 127.0.0.`11 + i`, so a proxy can cut the links of one member only
+    /// ([`partition`]).
     pub fn start_behind_proxies(n: usize) -> (Self, Vec<Proxy>) {
         let root = tempfile::tempdir().unwrap();
         let mut members: Vec<Member> = (0..n)
             .map(|i| Member::new(&format!("infra{i}"), root.path()))
             .collect();
         let proxies: Vec<Proxy> = members.iter().map(|m| Proxy::start(m.peer_port)).collect();
-        for (m, p) in members.iter_mut().zip(&proxies) {
+        for (i, (m, p)) in members.iter_mut().zip(&proxies).enumerate() {
             m.advertised_peer_port = p.port;
+            m.peer_source = Some(std::net::Ipv4Addr::new(127, 0, 0, 11 + i as u8).into());
         }
         let initial = initial_cluster(&members);
         for m in &mut members {
@@ -315,11 +325,21 @@ impl Cluster {
 
     /// Index of the member that leads, once every running member agrees.
     pub fn leader(&self) -> usize {
+        let running: Vec<usize> = (0..self.members.len())
+            .filter(|i| self.members[*i].child.is_some())
+            .collect();
+        self.leader_among(&running)
+    }
+
+    /// Index of the member that leads, once the members at `indices` (running ones) agree on
+    /// one of them.
+    pub fn leader_among(&self, indices: &[usize]) -> usize {
         let deadline = Instant::now() + DEADLINE;
         loop {
             let mut leaders = std::collections::BTreeSet::new();
             let mut ids = Vec::new();
-            for m in self.members.iter().filter(|m| m.child.is_some()) {
+            for i in indices {
+                let m = &self.members[*i];
                 let out = ctl(&m.endpoint(), &["endpoint", "status", "-w", "json"], None);
                 if !out.status.success() {
                     leaders.insert(String::new());
@@ -329,20 +349,29 @@ impl Cluster {
                 ids.push(id);
                 leaders.insert(leader);
             }
-            if leaders.len() == 1 {
+            if leaders.len() == 1 && ids.len() == indices.len() {
                 let leader = leaders.into_iter().next().unwrap();
                 if let Some(i) = ids.iter().position(|id| *id == leader) {
-                    let running: Vec<usize> = (0..self.members.len())
-                        .filter(|i| self.members[*i].child.is_some())
-                        .collect();
-                    return running[i];
+                    return indices[i];
                 }
             }
             assert!(
                 Instant::now() < deadline,
-                "members never agreed on a leader"
+                "members {indices:?} never agreed on a leader among them"
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Cut every link between the members at `apart` and the others, both ways, through the
+/// proxies of [`Cluster::start_behind_proxies`] (which tell members apart by the address
+/// their connections leave from). [`Proxy::heal`] on every proxy ends it.
+pub fn partition(c: &Cluster, proxies: &[Proxy], apart: &[usize]) {
+    for i in apart {
+        for j in (0..proxies.len()).filter(|j| !apart.contains(j)) {
+            proxies[*i].cut_from(c.members[j].peer_source.unwrap());
+            proxies[j].cut_from(c.members[*i].peer_source.unwrap());
         }
     }
 }
@@ -456,48 +485,84 @@ pub fn sample(text: &str, name: &str) -> f64 {
 /// (the member's own calls to the others still go through their proxies).
 pub struct Proxy {
     pub port: u16,
-    cut: Arc<std::sync::atomic::AtomicBool>,
-    open: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    refused: Arc<std::sync::Mutex<Refused>>,
+    /// Both ends of every forwarded connection, with the address the connection came from.
+    open: Arc<std::sync::Mutex<Vec<(std::net::IpAddr, std::net::TcpStream)>>>,
+}
+
+/// Which connections a [`Proxy`] refuses.
+#[derive(Default)]
+struct Refused {
+    all: bool,
+    from: std::collections::BTreeSet<std::net::IpAddr>,
+}
+
+impl Refused {
+    fn refuses(&self, source: std::net::IpAddr) -> bool {
+        self.all || self.from.contains(&source)
+    }
 }
 
 impl Proxy {
     pub fn start(target: u16) -> Proxy {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refused = Arc::new(std::sync::Mutex::new(Refused::default()));
         let open = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (is_cut, conns) = (Arc::clone(&cut), Arc::clone(&open));
+        let (rules, conns) = (Arc::clone(&refused), Arc::clone(&open));
         std::thread::spawn(move || {
             for inbound in listener.incoming() {
                 let Ok(inbound) = inbound else { continue };
-                if is_cut.load(std::sync::atomic::Ordering::SeqCst) {
+                let Ok(source) = inbound.peer_addr().map(|a| a.ip()) else {
+                    continue;
+                };
+                if rules.lock().unwrap().refuses(source) {
                     continue; // dropped: the connection is refused
                 }
                 let Ok(outbound) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
                     continue;
                 };
                 let mut list = conns.lock().unwrap();
-                list.push(inbound.try_clone().unwrap());
-                list.push(outbound.try_clone().unwrap());
+                list.push((source, inbound.try_clone().unwrap()));
+                list.push((source, outbound.try_clone().unwrap()));
                 drop(list);
                 pipe(inbound.try_clone().unwrap(), outbound.try_clone().unwrap());
                 pipe(outbound, inbound);
             }
         });
-        Proxy { port, cut, open }
+        Proxy {
+            port,
+            refused,
+            open,
+        }
     }
 
     /// Close every open connection and refuse new ones.
     pub fn cut(&self) {
-        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
-        for stream in self.open.lock().unwrap().drain(..) {
-            let _ = stream.shutdown(std::net::Shutdown::Both);
-        }
+        self.refused.lock().unwrap().all = true;
+        self.close(|_| true);
     }
 
-    /// Forward again.
+    /// Close the connections that came from `source` and refuse new ones from it.
+    pub fn cut_from(&self, source: std::net::IpAddr) {
+        self.refused.lock().unwrap().from.insert(source);
+        self.close(|s| s == source);
+    }
+
+    fn close(&self, which: impl Fn(std::net::IpAddr) -> bool) {
+        self.open.lock().unwrap().retain(|(source, stream)| {
+            if which(*source) {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Forward again, from everywhere.
     pub fn heal(&self) {
-        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+        *self.refused.lock().unwrap() = Refused::default();
     }
 }
 
