@@ -4,8 +4,8 @@
 //! - **Client side** ([`GrpcNetwork`]): one lazily connected tonic channel per member,
 //!   reused by every message to it; tonic reconnects a broken channel on the next call, and
 //!   openraft backs off between retries to an unreachable member. Messages larger than
-//!   [`STREAM_FRAME_BYTES_MAX`] (snapshots) travel as a client stream of frames of at most
-//!   that size, so no single HTTP/2 message holds a whole snapshot. Calls in flight per member
+//!   [`STREAM_FRAME_BYTES_MAX`] (large batches of log entries, snapshot chunks) travel as a
+//!   client stream of frames of at most that size. Calls in flight per member
 //!   are bounded ([`IN_FLIGHT_PER_PEER_MAX`]).
 //! - **Server side** ([`PeerServer`]): decodes frames and hands each message to the local
 //!   node's [`keel::PeerHandler`]. Until the node has started it answers `Unavailable`
@@ -35,11 +35,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 /// Largest frame on the wire; bigger messages are streamed in frames of this size.
 pub const STREAM_FRAME_BYTES_MAX: usize = 1024 * 1024;
-/// Largest message a peer accepts (a snapshot stream included): 2 GiB, etcd's default
-/// backend quota. The receiver assembles a message in memory before handing it to the node,
-/// so this bounds what one peer stream can make a member allocate; a keyspace whose snapshot
-/// is larger cannot be sent to a lagging member until snapshots stream into the node
-/// (issue 5's streamed install).
+/// Largest message a peer accepts: 2 GiB. The receiver assembles a message in memory before
+/// handing it to the node, so this bounds what one peer stream can make a member allocate.
+/// Snapshots do not come near it: the node sends them one chunk (about 1 MiB) per message
+/// and keeps the chunks on disk. The largest messages are batches of log entries.
 pub const MESSAGE_BYTES_MAX: usize = 2 * 1024 * 1024 * 1024;
 /// Calls in flight to one member at a time; further calls wait.
 pub const IN_FLIGHT_PER_PEER_MAX: usize = 64;

@@ -23,6 +23,7 @@ pub mod nesting;
 pub mod planted;
 pub mod schema;
 pub mod snapshot;
+pub mod snapshot_store;
 pub mod watch;
 
 pub use error::{Result, StorageError};

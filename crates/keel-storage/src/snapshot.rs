@@ -384,7 +384,7 @@ pub fn install_staged(
     }
     batch.put(staging, STAGED_COMPLETE, count.to_be_bytes().to_vec());
     engine.write(batch, Durability::Synced)?;
-    let installed = install(engine, staged_chunks(engine, staging)?);
+    let installed = install(engine, staged_chunks(engine, staging, count));
     if let Err(e) = &installed {
         if !matches!(e, StorageError::InvalidSnapshot { .. }) {
             return installed; // an i/o failure: the staged copy finishes it at the next open
@@ -397,23 +397,28 @@ pub fn install_staged(
     installed
 }
 
-/// The completely staged stream, if any (an empty list when staging is incomplete).
-fn staged_chunks(engine: &dyn Engine, staging: ColumnFamily) -> Result<Vec<Result<Vec<u8>>>> {
-    let view = engine.view()?;
-    let Some(count) = view.get(staging, STAGED_COMPLETE)? else {
-        return Ok(Vec::new());
+/// The number of chunks of the completely staged stream (0 when staging is incomplete).
+fn staged_count(engine: &dyn Engine, staging: ColumnFamily) -> Result<u64> {
+    let Some(count) = engine.view()?.get(staging, STAGED_COMPLETE)? else {
+        return Ok(0);
     };
-    let count = <[u8; 8]>::try_from(count.as_slice())
+    <[u8; 8]>::try_from(count.as_slice())
         .map(u64::from_be_bytes)
-        .map_err(|_| StorageError::corrupted("staged snapshot", "bad chunk count"))?;
-    let mut chunks = Vec::new();
-    for index in 0..count {
-        match view.get(staging, &staged_chunk_key(index))? {
-            Some(chunk) => chunks.push(Ok(chunk)),
-            None => return Err(StorageError::corrupted("staged snapshot", "missing chunk")),
-        }
-    }
-    Ok(chunks)
+        .map_err(|_| StorageError::corrupted("staged snapshot", "bad chunk count"))
+}
+
+/// The `count` staged chunks, read one at a time (never the whole stream in memory).
+fn staged_chunks(
+    engine: &dyn Engine,
+    staging: ColumnFamily,
+    count: u64,
+) -> impl Iterator<Item = Result<Vec<u8>>> + '_ {
+    (0..count).map(move |index| {
+        engine
+            .view()?
+            .get(staging, &staged_chunk_key(index))?
+            .ok_or_else(|| StorageError::corrupted("staged snapshot", "missing chunk"))
+    })
 }
 
 /// Finish an install a crash interrupted, from the staged copy: `Ok(true)` if one was
@@ -431,11 +436,11 @@ pub fn resume_install(engine: &dyn Engine) -> Result<bool> {
     let Ok(staging) = engine.column_family(STAGING_CF) else {
         return Err(StorageError::IncompleteInstall);
     };
-    let chunks = staged_chunks(engine, staging)?;
-    if chunks.is_empty() {
+    let count = staged_count(engine, staging)?;
+    if count == 0 {
         return Err(StorageError::IncompleteInstall);
     }
-    install(engine, chunks)?;
+    install(engine, staged_chunks(engine, staging, count))?;
     let mut done = WriteBatch::default();
     done.delete_range(staging, Vec::new(), vec![u8::MAX]);
     engine.write(done, Durability::Buffered)?;

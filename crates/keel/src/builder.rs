@@ -645,6 +645,8 @@ pub(crate) fn column_families() -> Vec<&'static str> {
     cfs.push(LOG_CF);
     // snapshot installs are resumable: a member that crashes during one finishes it at start
     cfs.push(keel_storage::snapshot::STAGING_CF);
+    // the last snapshot built or received, kept on disk
+    cfs.push(keel_storage::snapshot_store::STORE_CF);
     cfs.push(keel_membership::schema::MEMBERS_CF);
     cfs.push(keel_lease::LEASE_CF);
     cfs.push(keel_auth::AUTH_CF);

@@ -49,6 +49,26 @@ async fn keys_seen(mut watch: keel::WatchStream, count: usize) -> Vec<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lagging_member_catches_up_through_a_snapshot_after_log_purge() {
+    catch_up_through_a_snapshot(2).await;
+}
+
+/// 40 values of 256 KiB: a snapshot of over 10 MiB, more than ten chunks of
+/// `SNAPSHOT_CHUNK_BYTES_MAX` (1 MiB), each sent as its own message and kept on disk by the
+/// receiver until the last one arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_of_many_chunks_streams_to_the_lagging_member() {
+    catch_up_through_a_snapshot(256 * 1024).await;
+}
+
+/// The value of key `i`: `v<i>`, padded to `bytes`.
+fn padded(i: u32, bytes: usize) -> Vec<u8> {
+    let mut v = format!("v{i}").into_bytes();
+    v.resize(bytes.max(v.len()), b'.');
+    v
+}
+
+async fn catch_up_through_a_snapshot(value_bytes: usize) {
+    let value = |i: u32| padded(i, value_bytes);
     let net = InMemoryNetwork::new();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut nodes = Vec::new();
@@ -71,10 +91,7 @@ async fn lagging_member_catches_up_through_a_snapshot_after_log_purge() {
 
     net.isolate(lagger.id());
     for i in 0..40u32 {
-        leader
-            .put(format!("key/{i:02}"), format!("v{i}"))
-            .await
-            .unwrap();
+        leader.put(format!("key/{i:02}"), value(i)).await.unwrap();
     }
     // The leader's log no longer holds what the lagger needs next.
     let purged = leader
@@ -98,6 +115,9 @@ async fn lagging_member_catches_up_through_a_snapshot_after_log_purge() {
         .await
         .unwrap();
     assert_eq!(local.body.count, 40);
+    for (i, kv) in (0..40u32).zip(&local.body.kvs) {
+        assert_eq!(kv.value.as_ref(), value(i).as_slice());
+    }
     let revision = local.header.revision;
 
     // The watch opened before the gap replays every missed revision from the snapshot's

@@ -11,6 +11,7 @@ use crate::limits::{FORWARD_RETRY_PAUSE, START_LOCAL_WAIT_MAX};
 use crate::request::{Applied, Request};
 use crate::response::MemberStatus;
 use keel_storage::engine::Engine;
+use keel_storage::snapshot_store::SnapshotStore;
 use keel_storage::{DurableLog, MvccStore};
 use keel_types::MemberId;
 use openraft::async_runtime::watch::WatchReceiver;
@@ -68,6 +69,8 @@ pub(crate) struct Consensus {
     pub(super) id: MemberId,
     network: Arc<dyn Network>,
     pub(super) store: Arc<MvccStore>,
+    /// Where snapshot streams are kept, received ones included.
+    snapshots: Arc<SnapshotStore>,
     pub(super) rules: keel_membership::ReconfigRules,
     pub(super) cluster_id: keel_types::ClusterId,
     /// A member whose heartbeat ack is older than this is unreachable for the rules.
@@ -167,6 +170,11 @@ impl Consensus {
         on_install: Arc<dyn Fn() + Send + Sync>,
     ) -> Result<Self, NodeError> {
         let raft_config = raft_config(&config)?;
+        // A restart forgets the last snapshot (openraft builds a new one when it needs one),
+        // so the streams of the previous run go.
+        let snapshots = SnapshotStore::open(Arc::clone(&engine))
+            .and_then(|s| s.retain_only(None).map(|()| Arc::new(s)))
+            .map_err(NodeError::from)?;
         let adopted = adopted_state(&log)?.then(|| Arc::clone(&log));
         // The committed log id persisted before a restart: start returns once the state
         // machine has applied at least that far, so no read sees a reverted state.
@@ -197,6 +205,7 @@ impl Consensus {
                 Arc::clone(&config.lease),
                 Arc::clone(&config.metrics),
                 Arc::clone(&config.auth),
+                Arc::clone(&snapshots),
             ),
         )
         .await
@@ -206,6 +215,7 @@ impl Consensus {
             id: config.id,
             network,
             store,
+            snapshots,
             rules: keel_membership::ReconfigRules::default(),
             cluster_id: config.cluster_id,
             reachable_window: config.election_timeout,
@@ -534,17 +544,15 @@ impl Consensus {
             Message::PreVote(rpc) => {
                 Reply::Vote(self.raft.pre_vote(rpc).await.map_err(|e| raft_error(&e))?)
             }
-            Message::Snapshot { vote, meta, chunks } => {
-                let snapshot = Snapshot {
-                    meta,
-                    snapshot: SnapshotData { chunks },
-                };
-                let resp = self
-                    .raft
-                    .install_full_snapshot(vote, snapshot)
-                    .await
-                    .map_err(|e| fatal(&e))?;
-                Reply::Snapshot(resp)
+            Message::SnapshotChunk {
+                vote,
+                meta,
+                index,
+                count,
+                chunk,
+            } => {
+                self.receive_snapshot_chunk(vote, meta, index, count, &chunk)
+                    .await?
             }
             // A forwarded request is served here or refused: never forwarded again.
             Message::Forward(request) => self.write_local(request).await?,
@@ -565,6 +573,40 @@ impl Consensus {
             }
         };
         Ok(PeerReply(reply))
+    }
+
+    /// Keep chunk `index` of a snapshot being sent here; with the last one (`count` in all),
+    /// hand the whole snapshot to openraft, which installs it if `vote` is still current.
+    /// The chunks go to the snapshot store as they arrive: a snapshot is never whole in
+    /// memory. The stream id is the snapshot's last index, so chunks of one id from two
+    /// senders (a deposed leader and its successor) are the same chunks.
+    async fn receive_snapshot_chunk(
+        &self,
+        vote: super::Vote,
+        meta: super::SnapshotMeta,
+        index: u64,
+        count: u64,
+        chunk: &[u8],
+    ) -> Result<Reply, NodeError> {
+        let id = SnapshotData::id_of(meta.last_log_id.as_ref());
+        self.snapshots.put_chunk(id, index, chunk)?;
+        if index.saturating_add(1) < count {
+            return Ok(Reply::ChunkStored);
+        }
+        let stream = self.snapshots.seal(id, count)?;
+        let snapshot = Snapshot {
+            meta,
+            snapshot: SnapshotData {
+                store: Arc::clone(&self.snapshots),
+                stream,
+            },
+        };
+        let resp = self
+            .raft
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(|e| fatal(&e))?;
+        Ok(Reply::Snapshot(resp))
     }
 
     /// The engine's current metrics.

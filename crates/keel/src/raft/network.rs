@@ -76,10 +76,13 @@ pub(crate) enum Message {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<TypeConfig>),
     PreVote(VoteRequest<TypeConfig>),
-    Snapshot {
+    /// Chunk `index` of the `count` chunks of a snapshot (sent in order, one at a time).
+    SnapshotChunk {
         vote: Vote,
         meta: SnapshotMeta,
-        chunks: Vec<Vec<u8>>,
+        index: u64,
+        count: u64,
+        chunk: Vec<u8>,
     },
     /// A client write forwarded to the leader.
     Forward(Request),
@@ -97,6 +100,9 @@ pub(crate) enum Message {
 pub(crate) enum Reply {
     Append(AppendEntriesResponse<TypeConfig>),
     Vote(VoteResponse<TypeConfig>),
+    /// A snapshot chunk other than the last was kept.
+    ChunkStored,
+    /// The answer to the last chunk of a snapshot.
     Snapshot(SnapshotResponse<TypeConfig>),
     Applied {
         applied: Applied,
@@ -314,24 +320,47 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             super::MemberNode,
             SnapshotData,
         >,
-        _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let message = Message::Snapshot {
-            vote,
-            meta: snapshot.meta,
-            chunks: snapshot.snapshot.chunks,
-        };
-        let reply = self.network.send(self.target, PeerMessage(message)).await;
-        match reply.map(|r| r.0) {
-            Ok(Reply::Snapshot(r)) => Ok(r),
-            Ok(other) => Err(StreamingError::Network(NetworkError::from_string(format!(
-                "unexpected reply {other:?}"
-            )))),
-            Err(e @ (NodeError::Unreachable { .. } | NodeError::Stopped)) => {
-                Err(StreamingError::Unreachable(Unreachable::from_string(e)))
+        // One chunk per message, read from the snapshot store as it goes: neither end holds
+        // the whole snapshot in memory. openraft resends from the start after any failure.
+        let mut cancel = std::pin::pin!(cancel);
+        let data = snapshot.snapshot;
+        let count = data.stream.count;
+        for index in 0..count {
+            let chunk = data
+                .store
+                .chunk(data.stream.id, index)
+                .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
+            let message = Message::SnapshotChunk {
+                vote,
+                meta: snapshot.meta.clone(),
+                index,
+                count,
+                chunk,
+            };
+            let reply = tokio::select! {
+                biased;
+                closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+                reply = self.network.send(self.target, PeerMessage(message)) => reply,
+            };
+            match reply.map(|r| r.0) {
+                Ok(Reply::ChunkStored) if index + 1 < count => {}
+                Ok(Reply::Snapshot(r)) if index + 1 == count => return Ok(r),
+                Ok(other) => {
+                    return Err(StreamingError::Network(NetworkError::from_string(format!(
+                        "unexpected reply {other:?}"
+                    ))))
+                }
+                Err(e @ (NodeError::Unreachable { .. } | NodeError::Stopped)) => {
+                    return Err(StreamingError::Unreachable(Unreachable::from_string(e)))
+                }
+                Err(e) => return Err(StreamingError::Network(NetworkError::from_string(e))),
             }
-            Err(e) => Err(StreamingError::Network(NetworkError::from_string(e))),
         }
+        Err(StreamingError::Network(NetworkError::from_string(
+            "a snapshot without chunks",
+        )))
     }
 }

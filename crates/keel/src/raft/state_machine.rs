@@ -25,6 +25,11 @@
 //!    into the same batch; snapshots carry keel-auth's `AUTH_CF`; reloaded after an install).
 //!    A `Request::Checked` is decided against the auth state at its own log position, so
 //!    every member admits or denies it alike; a denial is a refusal (invariant 3).
+//! 9. Snapshots are never whole in memory: a built snapshot is exported chunk by chunk into
+//!    keel-storage's snapshot store (same engine, its own column family), sent one chunk per
+//!    message, kept chunk by chunk by the receiver, and installed by reading one chunk at a
+//!    time. The store keeps the current snapshot's stream; the previous one goes when a new
+//!    one is built or installed, and a restart clears the store.
 
 use super::membership::{derive_cluster, load_cluster};
 use super::{io_err, Entry, LogId, MemberNode, SnapshotMeta, StoredMembership, TypeConfig};
@@ -38,6 +43,7 @@ use keel_membership::schema::MEMBERS_CF;
 use keel_membership::{persist, Cluster};
 use keel_storage::engine::Durability;
 use keel_storage::mvcc::WriteTxn;
+use keel_storage::snapshot_store::{SnapshotStore, StoredStream};
 use keel_storage::{MvccStore, StorageError};
 use keel_types::ClusterId;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, Snapshot};
@@ -54,10 +60,26 @@ struct AppliedState {
     membership: StoredMembership,
 }
 
-/// A snapshot's data: the checksummed chunks of keel-storage's export.
+/// A snapshot's data: the checksummed chunks of keel-storage's export, kept in the engine's
+/// snapshot store (never whole in memory) and read one chunk at a time to send or install.
+/// The stream's id is the index of the last entry the snapshot covers: every member's
+/// snapshot at one index holds the same state, so one id always names the same content.
 #[derive(Clone, Debug)]
 pub(crate) struct SnapshotData {
-    pub(crate) chunks: Vec<Vec<u8>>,
+    pub(crate) store: Arc<SnapshotStore>,
+    pub(crate) stream: StoredStream,
+}
+
+impl SnapshotData {
+    /// The stream id of a snapshot whose last entry is `last`.
+    pub(crate) fn id_of(last: Option<&LogId>) -> u64 {
+        last.map_or(0, |l| l.index)
+    }
+
+    /// The chunks, read one at a time.
+    pub(crate) fn chunks(&self) -> impl Iterator<Item = Result<Vec<u8>, StorageError>> + '_ {
+        self.store.chunks(self.stream)
+    }
 }
 
 type SnapshotOf =
@@ -69,8 +91,11 @@ pub(crate) struct StateMachine {
     store: Arc<MvccStore>,
     /// The cluster id recorded with the member records.
     cluster_id: ClusterId,
-    /// The last snapshot built or installed (kept in memory; rebuilt after a restart).
+    /// The last snapshot built or installed (its data in `snapshots`; a restart forgets it
+    /// and openraft builds a new one).
     current: Arc<Mutex<Option<SnapshotOf>>>,
+    /// Where snapshot streams are kept.
+    snapshots: Arc<SnapshotStore>,
     /// Called after a snapshot replaced the store (wakes the node's watch streams).
     on_install: Arc<dyn Fn() + Send + Sync>,
     /// The lessor: lease requests and key attachments apply through it (invariant 7).
@@ -111,15 +136,30 @@ impl StateMachine {
         lease: Arc<LeaseState>,
         metrics: Arc<crate::metrics::Metrics>,
         auth: Arc<AuthGate>,
+        snapshots: Arc<SnapshotStore>,
     ) -> Self {
         StateMachine {
             store,
             cluster_id,
             current: Arc::new(Mutex::new(None)),
+            snapshots,
             on_install,
             lease,
             metrics,
             auth,
+        }
+    }
+
+    /// Make `snapshot` the current one and remove the previous one's stream. Only that
+    /// stream goes: a stream being received is another id (or the same content), so it is
+    /// never pulled from under an install. A transfer of the previous snapshot still
+    /// running fails at its next chunk, and openraft sends the current one instead.
+    fn replace_current(&self, snapshot: SnapshotOf) -> io::Result<()> {
+        let id = snapshot.snapshot.stream.id;
+        let previous = self.current.lock().replace(snapshot);
+        match previous.map(|p| p.snapshot.stream.id) {
+            Some(old) if old != id => self.snapshots.remove(old).map_err(io_err),
+            _ => Ok(()),
         }
     }
 
@@ -306,18 +346,18 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
 
     async fn build_snapshot(&mut self) -> io::Result<SnapshotOf> {
         // Invariant 4: hold the writer so no entry applies between the marker and the view.
-        let (state, chunks) = {
+        let (state, stream) = {
             let _writer = self.store.begin().map_err(io_err)?;
             let state = self.load_state()?;
-            let chunks = keel_storage::snapshot::export(
+            let export = keel_storage::snapshot::export(
                 self.store.engine(),
                 &STATE_COLUMN_FAMILIES,
                 SNAPSHOT_CHUNK_BYTES_MAX,
             )
-            .map_err(io_err)?
-            .collect::<Result<Vec<_>, _>>()
             .map_err(io_err)?;
-            (state, chunks)
+            let id = SnapshotData::id_of(state.last_applied.as_ref());
+            let stream = self.snapshots.store(id, export).map_err(io_err)?;
+            (state, stream)
         };
         self.store.engine().sync().map_err(io_err)?;
         let snapshot = Snapshot {
@@ -325,14 +365,17 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 last_log_id: state.last_applied,
                 last_membership: state.membership,
             },
-            snapshot: SnapshotData { chunks },
+            snapshot: SnapshotData {
+                store: Arc::clone(&self.snapshots),
+                stream,
+            },
         };
         tracing::info!(
             index = snapshot.meta.last_log_id.map_or(0, |l| l.index),
-            bytes = snapshot.snapshot.chunks.iter().map(Vec::len).sum::<usize>(),
+            chunks = stream.count,
             "snapshot built"
         );
-        *self.current.lock() = Some(snapshot.clone());
+        self.replace_current(snapshot.clone())?;
         Ok(snapshot)
     }
 }
@@ -370,9 +413,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: Self::SnapshotData,
     ) -> io::Result<()> {
-        keel_storage::snapshot::verify(snapshot.chunks.iter().cloned().map(Ok)).map_err(io_err)?;
+        keel_storage::snapshot::verify(snapshot.chunks()).map_err(io_err)?;
         self.store
-            .install_snapshot(snapshot.chunks.iter().cloned().map(Ok))
+            .install_snapshot(snapshot.chunks())
             .map_err(io_err)?;
         // Invariant 7: the lessor follows the installed lease records.
         self.lease
@@ -391,13 +434,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         tracing::info!(
             index = meta.last_log_id.map_or(0, |l| l.index),
-            bytes = snapshot.chunks.iter().map(Vec::len).sum::<usize>(),
+            chunks = snapshot.stream.count,
             "snapshot installed"
         );
-        *self.current.lock() = Some(Snapshot {
+        self.replace_current(Snapshot {
             meta: meta.clone(),
             snapshot,
-        });
+        })?;
         (self.on_install)();
         Ok(())
     }

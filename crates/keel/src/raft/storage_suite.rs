@@ -49,7 +49,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, ()> for Builder {
         );
         Ok((
             (),
-            LogStore::new(log, engine, Arc::clone(&metrics)).map_err(|e| {
+            LogStore::new(log, Arc::clone(&engine), Arc::clone(&metrics)).map_err(|e| {
                 StorageError::from_io_error(
                     openraft::ErrorSubject::Store,
                     openraft::ErrorVerb::Write,
@@ -63,6 +63,10 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, ()> for Builder {
                 lease,
                 metrics,
                 auth,
+                Arc::new(
+                    keel_storage::snapshot_store::SnapshotStore::open(Arc::clone(&engine))
+                        .map_err(io)?,
+                ),
             ),
         ))
     }
