@@ -94,6 +94,10 @@ impl Iterator for Export {
 /// Export `column_families` of `engine` at one point in time, in chunks of about
 /// `chunk_bytes_max` bytes (an entry larger than that gets a chunk of its own).
 ///
+/// The point in time is taken before the first chunk (the header) is delivered: a caller
+/// that keeps writes out while the export starts (to match the export with other state)
+/// can let them in again once it has the first chunk.
+///
 /// # Examples
 /// ```
 /// use keel_storage::{engine::{Durability, Engine, MemEngine, WriteBatch}, snapshot};
@@ -157,10 +161,11 @@ fn export_into(
         header.extend_from_slice(&(name.len() as u16).to_be_bytes());
         header.extend_from_slice(name.as_bytes());
     }
+    // The view first: the header's arrival tells the consumer the state is pinned.
+    let view = engine.view()?;
     if send(seal(KIND_HEADER, &header)).is_err() {
         return Ok(());
     }
-    let view = engine.view()?;
     let mut payload = Vec::with_capacity(chunk_bytes_max);
     let mut total = 0u64;
     let mut gone = false;

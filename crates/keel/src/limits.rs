@@ -32,8 +32,11 @@ pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 1024 * 1024;
 /// Superseded versions removed per physical compaction step during apply.
 pub const COMPACTION_STEP_KEYS_MAX: usize = 10_000;
 
-/// Default number of applied entries between snapshots (etcd: `--snapshot-count` 10000).
-pub const SNAPSHOT_ENTRIES_DEFAULT: u64 = 10_000;
+/// Default number of applied entries between snapshots (etcd 3.2 and later:
+/// `--snapshot-count` 100000). Each snapshot exports the whole state, so under a steady write
+/// load a smaller count costs throughput: at 10,000 the node benchmark's 64 writers made
+/// about 30% fewer puts per second than at 100,000.
+pub const SNAPSHOT_ENTRIES_DEFAULT: u64 = 100_000;
 
 /// Default number of entries kept in the log behind a snapshot, so slightly lagging members
 /// catch up from the log rather than a snapshot (etcd: `--experimental-snapshot-catchup-entries`

@@ -9,9 +9,10 @@
 //!    replays the log from there.
 //! 3. A refused request (compacted revision, key too large, ...) changes nothing but the
 //!    marker, identically on every member, and answers with the refusal.
-//! 4. A snapshot is exported while the store's writer is held (no apply in between), so its
-//!    meta (read from the marker) matches its data exactly; the engine is synced before the
-//!    snapshot is reported built.
+//! 4. A snapshot's point-in-time view is taken while the store's writer is held (no apply
+//!    in between), so its meta (read from the marker) matches its data exactly; the writer
+//!    is released once the view is taken, and the engine is synced before the snapshot is
+//!    reported built.
 //! 5. A storage failure during apply is an I/O error for openraft, which stops the node:
 //!    nothing is half-applied (the batch is atomic) and nothing is acknowledged.
 //! 6. A membership entry rewrites the member records (keel-membership's `MEMBERS_CF`, derived
@@ -346,19 +347,27 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
 
     async fn build_snapshot(&mut self) -> io::Result<SnapshotOf> {
         // Invariant 4: hold the writer so no entry applies between the marker and the view.
-        let (state, stream) = {
+        // The export's view is taken before its first chunk arrives; entries apply again
+        // while the rest of it is read and stored.
+        let (state, first, export) = {
             let _writer = self.store.begin().map_err(io_err)?;
             let state = self.load_state()?;
-            let export = keel_storage::snapshot::export(
+            let mut export = keel_storage::snapshot::export(
                 self.store.engine(),
                 &STATE_COLUMN_FAMILIES,
                 SNAPSHOT_CHUNK_BYTES_MAX,
             )
             .map_err(io_err)?;
-            let id = SnapshotData::id_of(state.last_applied.as_ref());
-            let stream = self.snapshots.store(id, export).map_err(io_err)?;
-            (state, stream)
+            let first = export
+                .next()
+                .ok_or_else(|| io::Error::other("the snapshot export ended before its header"))?;
+            (state, first, export)
         };
+        let id = SnapshotData::id_of(state.last_applied.as_ref());
+        let stream = self
+            .snapshots
+            .store(id, std::iter::once(first).chain(export))
+            .map_err(io_err)?;
         self.store.engine().sync().map_err(io_err)?;
         let snapshot = Snapshot {
             meta: SnapshotMeta {
