@@ -17,7 +17,9 @@ use openraft_rt_sim::SimRuntime;
 /// Seeds beyond the default range that once failed, run on every run as regressions.
 /// 956: a member restarted with a stale vote deposed the leader again and again (openraft's
 /// "advanced" leader ids, no pre-vote); fixed by standard Raft leader ids and pre-vote.
-const REGRESSIONS: [u64; 1] = [956];
+/// 667: a watch resumed at a future revision on a lagging member got older events after the
+/// member installed a snapshot; fixed in keel-storage's watcher catch-up.
+const REGRESSIONS: [u64; 2] = [667, 956];
 
 fn seeds() -> Vec<u64> {
     if let Ok(one) = std::env::var("KEEL_SIM_DET_SEED") {

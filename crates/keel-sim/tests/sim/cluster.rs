@@ -3,7 +3,7 @@
 //! faults the schedule injects.
 
 use keel::runtime::{self, RuntimeClock};
-use keel::{Clock, InMemoryNetwork, LessorConfig, Node, NodeBuilder, Timings};
+use keel::{Clock, InMemoryNetwork, LessorConfig, Node, NodeBuilder, SnapshotPolicy, Timings};
 use keel_storage::engine::{ColumnFamily, Durability, Engine, MemEngine, ReadView, WriteBatch};
 use keel_storage::StorageError;
 use keel_types::MemberId;
@@ -17,6 +17,14 @@ pub const TIMINGS: Timings = Timings {
     heartbeat_interval: Duration::from_millis(50),
     election_timeout: Duration::from_millis(300),
     request_timeout: Duration::from_secs(1),
+};
+
+/// Snapshots every 100 entries and a log kept 20 entries behind: a member that falls
+/// behind (crashed, cut off, just added) often catches up through a snapshot transfer, so
+/// the battery exercises snapshot export, chunked transfer and install under its faults.
+pub const SNAPSHOTS: SnapshotPolicy = SnapshotPolicy {
+    entries_between: 100,
+    catch_up_entries: 20,
 };
 
 /// A small seeded generator (xorshift64*).
@@ -185,6 +193,7 @@ impl Cluster {
             .network(self.net.endpoint(m.id))
             .clock(self.clock.clone())
             .timings(TIMINGS)
+            .snapshot_policy(SNAPSHOTS)
             .lessor_config(LessorConfig {
                 election_timeout: TIMINGS.election_timeout,
                 // Checkpoints well inside the lease client's TTL, so leader changes resume

@@ -219,7 +219,9 @@ impl Watcher {
         let Some(slot) = state.watchers.get_mut(&self.id) else {
             return Err(self.closed());
         };
-        slot.next_rev = covered.next();
+        // Never back: a watcher waiting for a future revision (`next_rev > upto`) keeps
+        // waiting for it, even when the state under it was replaced by an older one.
+        slot.next_rev = covered.next().max(next_rev);
         if covered >= last {
             slot.synced = true;
         }
