@@ -594,6 +594,9 @@ impl Consensus {
             return Ok(Reply::ChunkStored);
         }
         let stream = self.snapshots.seal(id, count)?;
+        // A damaged or incomplete stream is refused here, and the sender starts over: handed
+        // to openraft, it would fail the install, a storage error that stops this member.
+        keel_storage::snapshot::verify(self.snapshots.chunks(stream))?;
         let snapshot = Snapshot {
             meta,
             snapshot: SnapshotData {

@@ -83,7 +83,7 @@ impl SnapshotData {
     }
 }
 
-type SnapshotOf =
+pub(super) type SnapshotOf =
     Snapshot<openraft::alias::CommittedLeaderIdOf<TypeConfig>, u64, MemberNode, SnapshotData>;
 
 /// The state machine; clones share the store (the clone is the snapshot builder).
@@ -151,17 +151,42 @@ impl StateMachine {
         }
     }
 
-    /// Make `snapshot` the current one and remove the previous one's stream. Only that
-    /// stream goes: a stream being received is another id (or the same content), so it is
-    /// never pulled from under an install. A transfer of the previous snapshot still
-    /// running fails at its next chunk, and openraft sends the current one instead.
-    fn replace_current(&self, snapshot: SnapshotOf) -> io::Result<()> {
-        let id = snapshot.snapshot.stream.id;
-        let previous = self.current.lock().replace(snapshot);
-        match previous.map(|p| p.snapshot.stream.id) {
-            Some(old) if old != id => self.snapshots.remove(old).map_err(io_err),
+    /// Make `snapshot` the current one unless the current one is newer, and remove the
+    /// stream of the one that is not kept. A build runs beside the state machine and lets
+    /// entries apply once its view is taken, so an install can finish while an older build
+    /// is still being stored: that build must not become current afterwards. Only the
+    /// loser's stream goes: a stream being received is another id (or the same content), so
+    /// it is never pulled from under an install. A transfer of a removed snapshot fails at
+    /// its next chunk, and openraft sends the current one instead.
+    pub(super) fn replace_current(&self, snapshot: SnapshotOf) -> io::Result<()> {
+        let mut current = self.current.lock();
+        let newer = current
+            .as_ref()
+            .is_none_or(|c| snapshot.meta.last_log_id >= c.meta.last_log_id);
+        let loser = if newer {
+            current.replace(snapshot).map(|p| p.snapshot.stream.id)
+        } else {
+            Some(snapshot.snapshot.stream.id)
+        };
+        let kept = current.as_ref().map(|c| c.snapshot.stream.id);
+        drop(current);
+        match loser {
+            Some(id) if Some(id) != kept => self.snapshots.remove(id).map_err(io_err),
             _ => Ok(()),
         }
+    }
+
+    /// The current snapshot's last index and stream (tests).
+    #[cfg(test)]
+    pub(super) fn current_snapshot(&self) -> Option<(Option<u64>, StoredStream)> {
+        (self.current.lock().as_ref())
+            .map(|c| (c.meta.last_log_id.map(|l| l.index), c.snapshot.stream))
+    }
+
+    /// The snapshot store (tests).
+    #[cfg(test)]
+    pub(super) fn snapshot_store(&self) -> &Arc<SnapshotStore> {
+        &self.snapshots
     }
 
     fn load_state(&self) -> io::Result<AppliedState> {

@@ -84,3 +84,43 @@ fn io(e: keel_storage::StorageError) -> StorageError<TypeConfig> {
 async fn openraft_storage_conformance() {
     Suite::test_all(Builder).await.unwrap();
 }
+
+/// A snapshot at `index` whose stream (`chunks` chunks) is in `sm`'s snapshot store.
+fn stored_snapshot(sm: &StateMachine, index: u64) -> super::state_machine::SnapshotOf {
+    let store = Arc::clone(sm.snapshot_store());
+    let stream = store.store(index, [Ok(vec![1u8]), Ok(vec![2u8])]).unwrap();
+    let leader = openraft::alias::CommittedLeaderIdOf::<TypeConfig>::new(1);
+    openraft::storage::Snapshot {
+        meta: super::SnapshotMeta {
+            last_log_id: Some(openraft::LogId::new(leader, index)),
+            last_membership: super::StoredMembership::default(),
+        },
+        snapshot: super::state_machine::SnapshotData { store, stream },
+    }
+}
+
+/// An install can finish while an older build is still being stored; the older snapshot
+/// must not become current afterwards, and the loser's stream goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::unwrap_used, reason = "test")]
+async fn an_older_snapshot_never_replaces_a_newer_one() {
+    let ((), _log, sm) = Builder.build().await.unwrap();
+    let store = Arc::clone(sm.snapshot_store());
+    sm.replace_current(stored_snapshot(&sm, 10)).unwrap();
+    sm.replace_current(stored_snapshot(&sm, 20)).unwrap();
+    assert_eq!(sm.current_snapshot().map(|c| c.0), Some(Some(20)));
+    assert_eq!(store.sealed(10).unwrap(), None, "the replaced stream goes");
+    sm.replace_current(stored_snapshot(&sm, 15)).unwrap();
+    assert_eq!(sm.current_snapshot().map(|c| c.0), Some(Some(20)));
+    assert_eq!(
+        store.sealed(15).unwrap(),
+        None,
+        "the older snapshot's stream goes"
+    );
+    let (_, kept) = sm.current_snapshot().unwrap();
+    assert_eq!(store.chunks(kept).count(), 2);
+    assert!(store.chunks(kept).all(|c| c.is_ok()));
+    // The same snapshot again (a rebuild at the same index) keeps its stream.
+    sm.replace_current(stored_snapshot(&sm, 20)).unwrap();
+    assert_eq!(store.sealed(20).unwrap(), Some(kept));
+}
