@@ -196,28 +196,14 @@ impl SnapshotStore {
         self.engine.write(batch, Durability::Buffered)
     }
 
-    /// Remove every stream but `keep` (every stream with `None`), complete or not.
+    /// Remove every stream, complete or not.
     ///
     /// # Errors
     /// Storage failure.
-    pub fn retain_only(&self, keep: Option<u64>) -> Result<()> {
+    pub fn clear(&self) -> Result<()> {
         let mut batch = WriteBatch::default();
         for prefix in [CHUNK, SEAL] {
-            let start = vec![prefix];
-            let end = vec![prefix + 1];
-            match keep {
-                None => batch.delete_range(self.cf, start, end),
-                Some(id) => {
-                    let mut below = vec![prefix];
-                    below.extend_from_slice(&id.to_be_bytes());
-                    batch.delete_range(self.cf, start, below);
-                    if let Some(next) = id.checked_add(1) {
-                        let mut above = vec![prefix];
-                        above.extend_from_slice(&next.to_be_bytes());
-                        batch.delete_range(self.cf, above, end);
-                    }
-                }
-            }
+            batch.delete_range(self.cf, vec![prefix], vec![prefix + 1]);
         }
         self.engine.write(batch, Durability::Buffered)
     }
@@ -280,25 +266,18 @@ mod tests {
     }
 
     #[test]
-    fn retain_only_keeps_one_stream_and_its_neighbours_go() {
+    fn clear_removes_every_stream_complete_or_not() {
         let s = store();
-        for id in [0, 1, 2, u64::MAX] {
+        for id in [0, 1, u64::MAX] {
             s.store(id, chunks(3)).unwrap();
         }
         s.put_chunk(7, 0, b"partial").unwrap();
-        s.retain_only(Some(1)).unwrap();
-        assert!(s.sealed(1).unwrap().is_some());
-        assert_eq!(s.chunks(s.sealed(1).unwrap().unwrap()).count(), 3);
-        for gone in [0, 2, u64::MAX] {
+        s.clear().unwrap();
+        for gone in [0, 1, u64::MAX] {
             assert_eq!(s.sealed(gone).unwrap(), None);
             assert!(s.chunk(gone, 0).is_err());
         }
         assert!(s.chunk(7, 0).is_err());
-        s.retain_only(Some(u64::MAX)).unwrap();
-        assert_eq!(s.sealed(1).unwrap(), None);
-        s.store(9, chunks(1)).unwrap();
-        s.retain_only(None).unwrap();
-        assert_eq!(s.sealed(9).unwrap(), None);
     }
 
     #[test]
@@ -323,7 +302,7 @@ mod tests {
     fn a_removed_stream_reports_its_missing_chunk() {
         let s = store();
         let stream = s.store(8, chunks(2)).unwrap();
-        s.retain_only(None).unwrap();
+        s.clear().unwrap();
         let err = s.chunks(stream).next().unwrap().unwrap_err();
         assert!(err.to_string().contains("lacks chunk 0"), "{err}");
     }

@@ -173,7 +173,7 @@ impl Consensus {
         // A restart forgets the last snapshot (openraft builds a new one when it needs one),
         // so the streams of the previous run go.
         let snapshots = SnapshotStore::open(Arc::clone(&engine))
-            .and_then(|s| s.retain_only(None).map(|()| Arc::new(s)))
+            .and_then(|s| s.clear().map(|()| Arc::new(s)))
             .map_err(NodeError::from)?;
         let adopted = adopted_state(&log)?.then(|| Arc::clone(&log));
         // The committed log id persisted before a restart: start returns once the state
