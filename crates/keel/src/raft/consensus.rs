@@ -4,7 +4,7 @@
 
 use super::log_store::LogStore;
 use super::network::{Message, Network, NetworkFactory, PeerMessage, PeerReply, Reply};
-use super::state_machine::{SnapshotData, StateMachine};
+use super::state_machine::{CurrentSnapshot, SnapshotData, StateMachine};
 use super::{rt, term_of, LogId, MemberNode, Raft, TypeConfig};
 use crate::error::NodeError;
 use crate::limits::{FORWARD_RETRY_PAUSE, START_LOCAL_WAIT_MAX};
@@ -71,6 +71,12 @@ pub(crate) struct Consensus {
     pub(super) store: Arc<MvccStore>,
     /// Where snapshot streams are kept, received ones included.
     snapshots: Arc<SnapshotStore>,
+    /// The state machine's current snapshot: a transfer of it is not written again, and its
+    /// stream is never removed by the receiver.
+    current_snapshot: CurrentSnapshot,
+    /// The id of the snapshot transfer being received whose last chunk has not arrived:
+    /// its chunks are removed when another transfer starts (it broke off).
+    partial_transfer: parking_lot::Mutex<Option<u64>>,
     pub(super) rules: keel_membership::ReconfigRules,
     pub(super) cluster_id: keel_types::ClusterId,
     /// A member whose heartbeat ack is older than this is unreachable for the rules.
@@ -193,20 +199,22 @@ impl Consensus {
         let factory = NetworkFactory {
             network: Arc::clone(&network),
         };
+        let state_machine = StateMachine::new(
+            Arc::clone(&store),
+            config.cluster_id,
+            on_install,
+            Arc::clone(&config.lease),
+            Arc::clone(&config.metrics),
+            Arc::clone(&config.auth),
+            Arc::clone(&snapshots),
+        );
+        let current_snapshot = state_machine.current_handle();
         let raft = Raft::new(
             config.id.get(),
             raft_config,
             factory,
             log_store,
-            StateMachine::new(
-                Arc::clone(&store),
-                config.cluster_id,
-                on_install,
-                Arc::clone(&config.lease),
-                Arc::clone(&config.metrics),
-                Arc::clone(&config.auth),
-                Arc::clone(&snapshots),
-            ),
+            state_machine,
         )
         .await
         .map_err(|e| fatal(&e))?;
@@ -216,6 +224,8 @@ impl Consensus {
             network,
             store,
             snapshots,
+            current_snapshot,
+            partial_transfer: parking_lot::Mutex::new(None),
             rules: keel_membership::ReconfigRules::default(),
             cluster_id: config.cluster_id,
             reachable_window: config.election_timeout,
@@ -579,7 +589,12 @@ impl Consensus {
     /// hand the whole snapshot to openraft, which installs it if `vote` is still current.
     /// The chunks go to the snapshot store as they arrive: a snapshot is never whole in
     /// memory. The stream id is the snapshot's last index, so chunks of one id from two
-    /// senders (a deposed leader and its successor) are the same chunks.
+    /// senders (a deposed leader and its successor) are the same chunks, and a transfer of
+    /// this member's current snapshot is not written again (its stream is served instead).
+    ///
+    /// Nothing received outlives its use: the chunks of a transfer that broke off go when
+    /// the next transfer starts, a refused stream goes at once, and so does one openraft did
+    /// not install (a stale vote). Only the current snapshot's stream is never removed here.
     async fn receive_snapshot_chunk(
         &self,
         vote: super::Vote,
@@ -589,14 +604,39 @@ impl Consensus {
         chunk: &[u8],
     ) -> Result<Reply, NodeError> {
         let id = SnapshotData::id_of(meta.last_log_id.as_ref());
-        self.snapshots.put_chunk(id, index, chunk)?;
-        if index.saturating_add(1) < count {
+        let last = index.saturating_add(1) >= count;
+        let current = self.current_snapshot.stream().map(|s| s.id);
+        let broken_off = {
+            let mut partial = self.partial_transfer.lock();
+            let previous = if last {
+                partial.take_if(|p| *p == id);
+                None
+            } else if index == 0 {
+                partial.replace(id)
+            } else {
+                None
+            };
+            previous.filter(|p| *p != id && Some(*p) != current)
+        };
+        if let Some(previous) = broken_off {
+            tracing::info!(previous, id, "snapshot transfer broke off: its chunks go");
+            self.snapshots.remove(previous)?;
+        }
+        if Some(id) != current {
+            self.snapshots.put_chunk(id, index, chunk)?;
+        }
+        if !last {
             return Ok(Reply::ChunkStored);
         }
-        let stream = self.snapshots.seal(id, count)?;
-        // A damaged or incomplete stream is refused here, and the sender starts over: handed
-        // to openraft, it would fail the install, a storage error that stops this member.
-        keel_storage::snapshot::verify(self.snapshots.chunks(stream))?;
+        let stream = match self.sealed_transfer(id, count, current) {
+            Ok(stream) => stream,
+            Err(e) => {
+                if Some(id) != current {
+                    self.snapshots.remove(id)?;
+                }
+                return Err(e);
+            }
+        };
         let snapshot = Snapshot {
             meta,
             snapshot: SnapshotData {
@@ -609,7 +649,33 @@ impl Consensus {
             .install_full_snapshot(vote, snapshot)
             .await
             .map_err(|e| fatal(&e))?;
+        // Not installed (a stale vote, or this member is already past it): the stream goes,
+        // unless it is (still or now) the current snapshot's.
+        if self.current_snapshot.stream().map(|s| s.id) != Some(id) {
+            self.snapshots.remove(id)?;
+        }
         Ok(Reply::Snapshot(resp))
+    }
+
+    /// The stream of transfer `id` once its last chunk arrived: sealed and verified, or the
+    /// current snapshot's own stream when the transfer is of it.
+    fn sealed_transfer(
+        &self,
+        id: u64,
+        count: u64,
+        current: Option<u64>,
+    ) -> Result<keel_storage::snapshot_store::StoredStream, NodeError> {
+        let stream = if Some(id) == current {
+            self.snapshots.sealed(id)?.ok_or_else(|| NodeError::Raft {
+                detail: format!("the current snapshot {id} was replaced during its transfer"),
+            })?
+        } else {
+            self.snapshots.seal(id, count)?
+        };
+        // A damaged or incomplete stream is refused here, and the sender starts over: handed
+        // to openraft, it would fail the install, a storage error that stops this member.
+        keel_storage::snapshot::verify(self.snapshots.chunks(stream))?;
+        Ok(stream)
     }
 
     /// The engine's current metrics.

@@ -11,6 +11,8 @@ mod log_sync;
 mod membership;
 mod memory_network;
 mod network;
+#[cfg(test)]
+mod receive_tests;
 pub(crate) mod rt;
 mod state_machine;
 #[cfg(test)]

@@ -86,6 +86,18 @@ impl SnapshotData {
 pub(super) type SnapshotOf =
     Snapshot<openraft::alias::CommittedLeaderIdOf<TypeConfig>, u64, MemberNode, SnapshotData>;
 
+/// The current snapshot, shared by the state machine (which replaces it) and the snapshot
+/// receiver (which must not write over or remove its stream).
+#[derive(Clone, Default)]
+pub(super) struct CurrentSnapshot(Arc<Mutex<Option<SnapshotOf>>>);
+
+impl CurrentSnapshot {
+    /// The current snapshot's stream, if there is one.
+    pub(super) fn stream(&self) -> Option<StoredStream> {
+        self.0.lock().as_ref().map(|c| c.snapshot.stream)
+    }
+}
+
 /// The state machine; clones share the store (the clone is the snapshot builder).
 #[derive(Clone)]
 pub(crate) struct StateMachine {
@@ -94,7 +106,7 @@ pub(crate) struct StateMachine {
     cluster_id: ClusterId,
     /// The last snapshot built or installed (its data in `snapshots`; a restart forgets it
     /// and openraft builds a new one).
-    current: Arc<Mutex<Option<SnapshotOf>>>,
+    current: CurrentSnapshot,
     /// Where snapshot streams are kept.
     snapshots: Arc<SnapshotStore>,
     /// Called after a snapshot replaced the store (wakes the node's watch streams).
@@ -142,7 +154,7 @@ impl StateMachine {
         StateMachine {
             store,
             cluster_id,
-            current: Arc::new(Mutex::new(None)),
+            current: CurrentSnapshot::default(),
             snapshots,
             on_install,
             lease,
@@ -159,7 +171,7 @@ impl StateMachine {
     /// it is never pulled from under an install. A transfer of a removed snapshot fails at
     /// its next chunk, and openraft sends the current one instead.
     pub(super) fn replace_current(&self, snapshot: SnapshotOf) -> io::Result<()> {
-        let mut current = self.current.lock();
+        let mut current = self.current.0.lock();
         let newer = current
             .as_ref()
             .is_none_or(|c| snapshot.meta.last_log_id >= c.meta.last_log_id);
@@ -176,10 +188,15 @@ impl StateMachine {
         }
     }
 
+    /// The handle on the current snapshot (for the snapshot receiver).
+    pub(super) fn current_handle(&self) -> CurrentSnapshot {
+        self.current.clone()
+    }
+
     /// The current snapshot's last index and stream (tests).
     #[cfg(test)]
     pub(super) fn current_snapshot(&self) -> Option<(Option<u64>, StoredStream)> {
-        (self.current.lock().as_ref())
+        (self.current.0.lock().as_ref())
             .map(|c| (c.meta.last_log_id.map(|l| l.index), c.snapshot.stream))
     }
 
@@ -481,6 +498,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> io::Result<Option<SnapshotOf>> {
-        Ok(self.current.lock().clone())
+        Ok(self.current.0.lock().clone())
     }
 }
