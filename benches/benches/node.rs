@@ -231,16 +231,36 @@ async fn get_phase(
     .await
 }
 
+/// The log fsyncs `node` has done (its `etcd_disk_wal_fsync_duration_seconds` count): each
+/// is one group commit of the Raft log.
+fn log_fsyncs(node: &Node) -> u64 {
+    let text = node.metrics_text().expect("render metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix("etcd_disk_wal_fsync_duration_seconds_count "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .expect("the log fsync count in the metrics")
+}
+
 fn print_put_header() {
     println!(
-        "{:<22} {:>8} {:>6} {:>10} {:>9} {:>9} {:>9} {:>12}",
-        "put (on leader)", "ops", "errors", "ops/s", "p50 ms", "p99 ms", "max ms", "÷ fsync/s"
+        "{:<22} {:>8} {:>6} {:>10} {:>9} {:>9} {:>9} {:>12} {:>14}",
+        "put (on leader)",
+        "ops",
+        "errors",
+        "ops/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "÷ fsync/s",
+        "puts/log fsync"
     );
 }
 
-fn print_put_row(label: &str, p: &Phase, fsync_per_sec: f64) {
+/// One put phase's row; `fsyncs` is the leader's log fsyncs during the phase.
+fn print_put_row(label: &str, p: &Phase, fsync_per_sec: f64, fsyncs: u64) {
     println!(
-        "{:<22} {:>8} {:>6} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>11.2}x",
+        "{:<22} {:>8} {:>6} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>11.2}x {:>14.1}",
         label,
         p.ops,
         p.errors,
@@ -249,6 +269,7 @@ fn print_put_row(label: &str, p: &Phase, fsync_per_sec: f64) {
         ms(quantile(&p.latencies, 0.99)),
         ms(p.latencies.last().copied().unwrap_or_default()),
         p.rate() / fsync_per_sec,
+        p.ops as f64 / fsyncs.max(1) as f64,
     );
 }
 
@@ -351,8 +372,10 @@ async fn bench() {
     print_put_header();
     let mut rates = Vec::new();
     for writers in WRITERS {
+        let fsyncs_before = log_fsyncs(leader);
         let p = put_phase(leader, &clock, writers).await;
-        print_put_row(&format!("{writers} writers"), &p, fsync_per_sec);
+        let fsyncs = log_fsyncs(leader) - fsyncs_before;
+        print_put_row(&format!("{writers} writers"), &p, fsync_per_sec, fsyncs);
         rates.push((writers, p.rate()));
     }
 
