@@ -30,7 +30,8 @@
 //!    keel-storage's snapshot store (same engine, its own column family), sent one chunk per
 //!    message, kept chunk by chunk by the receiver, and installed by reading one chunk at a
 //!    time. The store keeps the current snapshot's stream; the previous one goes when a new
-//!    one is built or installed, and a restart clears the store.
+//!    one is built or installed, and a restart clears the store. What the receiver keeps of
+//!    other transfers is its own business (`Consensus::receive_snapshot_chunk`).
 
 use super::membership::{derive_cluster, load_cluster};
 use super::{io_err, Entry, LogId, MemberNode, SnapshotMeta, StoredMembership, TypeConfig};
