@@ -381,19 +381,17 @@ mod tests {
     }
 }
 
-/// The conversion of arbitrary wire requests, fuzz-style: generated etcd requests (nested
-/// txns, any enum and integer values), also re-decoded from randomly damaged encodings. The
-/// conversion lives in this crate, which links RocksDB, so it is checked by a property test
-/// here rather than by a target in `fuzz/`.
+/// The conversion of arbitrary wire requests: generated etcd requests (nested txns, any enum
+/// and integer values), also re-decoded from randomly damaged encodings, through the checks
+/// of [`crate::fuzzing`] (which the `grpc_request` fuzz target runs on raw bytes).
 #[cfg(test)]
 mod wire_properties {
     use super::*;
+    use crate::fuzzing;
     use bytes::Bytes;
     use pb::request_op::Request as W;
     use proptest::prelude::*;
     use prost::Message;
-
-    const OPS_MAX: usize = 4;
 
     fn key() -> impl Strategy<Value = Bytes> {
         prop::collection::vec(any::<u8>(), 0..3).prop_map(Bytes::from)
@@ -480,54 +478,8 @@ mod wire_properties {
         })
     }
 
-    /// Whether etcd's checks accept `r`: a non-empty key and valid sort enums.
-    fn range_valid(r: &pb::RangeRequest) -> bool {
-        !r.key.is_empty() && (0..=4).contains(&r.sort_target) && (0..=2).contains(&r.sort_order)
-    }
-
-    /// Whether etcd's checks accept `t`, at every nesting depth.
-    fn txn_valid(t: &pb::TxnRequest) -> bool {
-        let count = t.compare.len().max(t.success.len()).max(t.failure.len());
-        count <= OPS_MAX
-            && t.success
-                .iter()
-                .chain(&t.failure)
-                .all(|op| match &op.request {
-                    None => true,
-                    Some(W::RequestRange(r)) => range_valid(r),
-                    Some(W::RequestPut(r)) => !r.key.is_empty(),
-                    Some(W::RequestDeleteRange(r)) => !r.key.is_empty(),
-                    Some(W::RequestTxn(t)) => txn_valid(t),
-                })
-    }
-
-    /// The converted txn keeps every compare and every operation that names one.
-    fn same_shape(wire: &pb::TxnRequest, txn: &TxnRequest) -> bool {
-        let ops = |ops: &[pb::RequestOp], got: &[RequestOp]| {
-            let named: Vec<&W> = ops.iter().filter_map(|op| op.request.as_ref()).collect();
-            named.len() == got.len()
-                && named.iter().zip(got).all(|(w, k)| match (w, k) {
-                    (W::RequestTxn(w), RequestOp::Txn(k)) => same_shape(w, k),
-                    (W::RequestRange(_), RequestOp::Range(_))
-                    | (W::RequestPut(_), RequestOp::Put(_))
-                    | (W::RequestDeleteRange(_), RequestOp::Delete(_)) => true,
-                    _ => false,
-                })
-        };
-        wire.compare.len() == txn.compare.len()
-            && ops(&wire.success, &txn.success)
-            && ops(&wire.failure, &txn.failure)
-    }
-
     fn check_txn(wire: &pb::TxnRequest) -> Result<(), TestCaseError> {
-        match txn_request(wire.clone(), OPS_MAX) {
-            Ok(txn) => {
-                prop_assert!(txn_valid(wire), "accepted a request etcd refuses");
-                prop_assert!(same_shape(wire, &txn), "operations lost or reordered");
-            }
-            Err(e) => prop_assert!(!txn_valid(wire), "refused a valid request: {e:?}"),
-        }
-        Ok(())
+        fuzzing::check_txn(wire).map_err(TestCaseError::fail)
     }
 
     proptest! {
@@ -557,24 +509,12 @@ mod wire_properties {
 
         #[test]
         fn ranges_convert_iff_valid_with_zero_as_unset(wire in range()) {
-            match range_request(wire.clone()) {
-                Ok((r, consistency)) => {
-                    prop_assert!(range_valid(&wire));
-                    prop_assert_eq!(r.revision.is_none(), wire.revision <= 0);
-                    prop_assert_eq!(r.limit.is_none(), wire.limit <= 0);
-                    prop_assert_eq!(
-                        consistency == ReadConsistency::Serializable,
-                        wire.serializable
-                    );
-                }
-                Err(_) => prop_assert!(!range_valid(&wire)),
-            }
+            fuzzing::check_range(&wire).map_err(TestCaseError::fail)?;
         }
 
         #[test]
         fn compares_convert_for_any_enum_and_operand(wire in compare()) {
-            let c = super::compare(wire.clone());
-            prop_assert_eq!(c.range, KeyRange::from_etcd(wire.key, wire.range_end));
+            fuzzing::check_compare(&wire).map_err(TestCaseError::fail)?;
         }
     }
 }

@@ -46,6 +46,9 @@ pub const VERSION: &str = concat!(
 
 pub mod api;
 mod convert;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod status;
 
 pub mod compactor;
