@@ -12,31 +12,15 @@
     reason = "test code: a failure is a test failure"
 )]
 
-use keel_storage::engine::{Durability, Engine, MemEngine, ScanBounds};
-use keel_storage::mvcc::{DeleteRequest, PutRequest, RangeRequest};
+use keel_storage::engine::{Durability, Engine, MemEngine};
+use keel_storage::mvcc::{PutRequest, RangeRequest};
 use keel_storage::{DurableLog, LogBounds, LOG_CF};
 use keel_storage::{MvccStore, StorageError};
-use keel_types::{KeyRange, Revision};
-use std::ops::ControlFlow;
+use keel_types::KeyRange;
 use std::sync::Arc;
 
-/// Every key and value of every family, to compare two engines exactly.
-fn dump(engine: &dyn Engine, families: &[&str]) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
-    let view = engine.view().unwrap();
-    families
-        .iter()
-        .map(|name| {
-            let cf = engine.column_family(name).unwrap();
-            let mut rows = Vec::new();
-            view.scan(cf, ScanBounds::forward(&[], None), &mut |k, v| {
-                rows.push((k.to_vec(), v.to_vec()));
-                Ok(ControlFlow::Continue(()))
-            })
-            .unwrap();
-            rows
-        })
-        .collect()
-}
+mod support;
+use support::dump;
 
 /// The two disks a crash can leave: a killed process's and a power cut's.
 fn crash_images(engine: &MemEngine) -> [(&'static str, MemEngine); 2] {
@@ -56,23 +40,10 @@ fn copy(base: &MemEngine) -> (Arc<MemEngine>, MvccStore) {
     (engine.clone(), open(engine))
 }
 
-/// A store with history worth compacting: 40 keys, each rewritten four times, the last deletion left standing.
+/// A store with [`support::write_history`].
 fn history() -> MemEngine {
     let engine = Arc::new(MemEngine::new(&MvccStore::COLUMN_FAMILIES));
-    let store = open(engine.clone());
-    for round in 0..4u32 {
-        for k in 0..40u32 {
-            store
-                .put(PutRequest::new(format!("k{k:02}"), format!("v{round}")))
-                .unwrap();
-        }
-        store
-            .delete_range(&DeleteRequest {
-                range: KeyRange::key(format!("k{round:02}")),
-                prev_kv: false,
-            })
-            .unwrap();
-    }
+    support::write_history(&open(engine.clone()));
     engine.reopen(&[])
 }
 
@@ -103,12 +74,8 @@ fn at_every_failpoint<T>(
 #[test]
 fn a_crash_at_every_step_of_a_physical_compaction_resumes_to_the_same_state() {
     let base = history();
-    let target = Revision::new(120);
-    let compact = |store: &MvccStore| -> Result<(), StorageError> {
-        store.compact(target, false)?;
-        while !store.compact_step(7)? {}
-        Ok(())
-    };
+    let target = support::COMPACT_TARGET;
+    let compact = support::compact;
     let (_, before) = copy(&base);
     let hash_before = before.hash_kv(None).unwrap();
     let (reference, store) = copy(&base);
@@ -292,23 +259,7 @@ fn a_crash_at_every_step_of_purge_truncate_and_append_leaves_a_prefix_of_the_ste
 #[test]
 fn a_crash_at_every_applied_batch_keeps_state_and_applied_index_together() {
     let batches = 12u64;
-    // batch i writes five keys and marks i applied; every third batch is synced
-    let apply = |store: &MvccStore, upto: u64| -> Result<(), StorageError> {
-        for i in 0..upto {
-            let mut txn = store.begin()?;
-            for k in 0..5 {
-                txn.put(PutRequest::new(format!("b{i:02}/{k}"), format!("{i}")))?;
-            }
-            txn.set_applied(&i.to_be_bytes());
-            let synced = i % 3 == 2;
-            txn.commit(if synced {
-                Durability::Synced
-            } else {
-                Durability::Buffered
-            })?;
-        }
-        Ok(())
-    };
+    let apply = support::apply_batches;
     let base = MemEngine::new(&MvccStore::COLUMN_FAMILIES);
     let hashes: Vec<_> = (0..=batches)
         .map(|n| {
