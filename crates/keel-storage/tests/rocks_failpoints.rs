@@ -15,61 +15,20 @@
     reason = "test code: a failure is a test failure"
 )]
 
-use keel_storage::engine::{
-    ColumnFamily, Durability, Engine, MemEngine, ReadView, RocksEngine, RocksOptions, WriteBatch,
-};
+use keel_storage::engine::{Durability, Engine, MemEngine, RocksEngine, RocksOptions};
 use keel_storage::mvcc::RangeRequest;
 use keel_storage::{MvccStore, StorageError};
 use keel_types::KeyRange;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 mod support;
+use support::abort::AbortAt;
 use support::dump;
 
 const CHILD_ENV: &str = "KEEL_ROCKS_FAILPOINT";
-
-/// RocksDB that dies (`abort()`, no unwinding, no flush) just before its `k`-th write.
-struct AbortAt {
-    inner: RocksEngine,
-    writes_left: AtomicU64,
-}
-
-impl Engine for AbortAt {
-    fn column_family(&self, name: &str) -> Result<ColumnFamily, StorageError> {
-        self.inner.column_family(name)
-    }
-    fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), StorageError> {
-        if self.writes_left.fetch_sub(1, Ordering::SeqCst) == 0 {
-            std::process::abort();
-        }
-        self.inner.write(batch, durability)
-    }
-    fn sync(&self) -> Result<(), StorageError> {
-        self.inner.sync()
-    }
-    fn view(&self) -> Result<Box<dyn ReadView + '_>, StorageError> {
-        self.inner.view()
-    }
-    fn size_bytes(&self) -> Result<u64, StorageError> {
-        self.inner.size_bytes()
-    }
-    fn live_bytes(&self) -> Result<u64, StorageError> {
-        self.inner.live_bytes()
-    }
-    fn size_bytes_of(&self, column_families: &[&str]) -> Result<u64, StorageError> {
-        self.inner.size_bytes_of(column_families)
-    }
-    fn compact_all(&self) -> Result<(), StorageError> {
-        self.inner.compact_all()
-    }
-    fn check_healthy(&self) -> Result<(), StorageError> {
-        self.inner.check_healthy()
-    }
-}
 
 fn rocks(dir: &Path, families: &[&str]) -> RocksEngine {
     RocksEngine::open(dir, &RocksOptions::new(families)).unwrap()
@@ -149,13 +108,10 @@ fn child(spec: &str) {
         parts.next().unwrap(),
     );
     let s = scenario(name);
-    let engine = Arc::new(AbortAt {
-        inner: rocks(Path::new(dir), &s.families),
-        writes_left: AtomicU64::new(u64::MAX),
-    });
+    let engine = Arc::new(AbortAt::new(rocks(Path::new(dir), &s.families)));
     let store = open(Arc::clone(&engine) as Arc<dyn Engine>).unwrap();
     // armed once the store is open: the failpoints are the operation's writes
-    engine.writes_left.store(k, Ordering::SeqCst);
+    engine.arm(k);
     (s.operation)(&store).unwrap();
 }
 

@@ -408,3 +408,92 @@ async fn a_member_crashed_at_every_write_of_a_snapshot_install_restarts_and_catc
         eprintln!("snapshot install, {kind}: {after} failpoints checked");
     }
 }
+
+#[path = "../../keel-storage/tests/support/abort.rs"]
+mod abort;
+
+const NODE_CHILD_ENV: &str = "KEEL_NODE_FAILPOINT";
+
+fn rocks(dir: &std::path::Path) -> keel_storage::engine::RocksEngine {
+    let options = keel_storage::engine::RocksOptions::new(&Node::column_families());
+    keel_storage::engine::RocksEngine::open(dir, &options).unwrap()
+}
+
+/// The child of the RocksDB tier: start a node on `dir`, die just before the node's `k`-th
+/// write after start, print `ack <step>` once each step is acknowledged.
+async fn node_child(spec: &str) {
+    use std::io::Write as _;
+    let (k, dir) = spec.split_once(' ').unwrap();
+    let engine = Arc::new(abort::AbortAt::new(rocks(std::path::Path::new(dir))));
+    let node = start(engine.clone()).await;
+    engine.arm(k.parse().unwrap());
+    let mut out = std::io::stdout();
+    for (at, step) in workload().iter().enumerate() {
+        run(&node, at, step).await.unwrap();
+        writeln!(out, "ack {at}").unwrap();
+        out.flush().unwrap();
+    }
+    node.shutdown().await;
+}
+
+/// The same workload on a real RocksDB directory, in a child process that dies (`abort()`)
+/// just before the node's first, second, third ... write: RocksDB's own recovery rebuilds
+/// what the restarted node finds (a killed process's disk: what reached RocksDB's WAL). It
+/// must hold every acknowledged step (and possibly the one in flight, never a part of it) and
+/// keep serving writes at the next revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_on_rocksdb_killed_at_every_write_restarts_with_every_acknowledged_step() {
+    use std::io::BufRead as _;
+    use std::os::unix::process::ExitStatusExt as _;
+    if let Ok(spec) = std::env::var(NODE_CHILD_ENV) {
+        return node_child(&spec).await;
+    }
+    let name = "a_node_on_rocksdb_killed_at_every_write_restarts_with_every_acknowledged_step";
+    let expected = reference().await;
+    let steps = workload().len();
+    let root = tempfile::tempdir().unwrap();
+    for k in 0u64.. {
+        let dir = root.path().join(format!("crash-{k}"));
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([name, "--exact", "--nocapture"])
+            .env(NODE_CHILD_ENV, format!("{k} {}", dir.display()))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let acked = stdout
+            .lines()
+            .map(Result::unwrap)
+            .filter(|l| l.starts_with("ack "))
+            .count();
+        let status = child.wait().unwrap();
+        if status.success() {
+            assert_eq!(
+                acked, steps,
+                "a child that completed acknowledged every step"
+            );
+            assert!(k > 40, "the workload made only {k} writes");
+            eprintln!("RocksDB: {k} failpoints, {k} restarts checked");
+            return;
+        }
+        assert_eq!(status.signal(), Some(6), "failpoint {k}: {status:?}");
+        let node = start(Arc::new(rocks(&dir))).await;
+        let got = seen(&node).await;
+        let step = if got == expected[acked] {
+            acked
+        } else {
+            acked + 1
+        };
+        assert!(
+            expected.get(step) == Some(&got),
+            "failpoint {k}: {acked} steps acknowledged, the restarted node shows none of the \
+             states after {acked} or {} steps: {got:#?}",
+            acked + 1
+        );
+        let next = node.put(&b"after"[..], &b"restart"[..]).await.unwrap();
+        assert_eq!(next.header.revision, got.revision.next(), "failpoint {k}");
+        node.shutdown().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -2,6 +2,8 @@
 //! real RocksDB directories (`rocks_failpoints.rs`).
 #![allow(dead_code, reason = "each test binary uses part of it")]
 
+pub mod abort;
+
 use keel_storage::engine::{Engine, ScanBounds};
 use keel_storage::mvcc::{DeleteRequest, PutRequest};
 use keel_storage::MvccStore;
