@@ -129,6 +129,28 @@ async fn reference() -> Vec<Seen> {
     after
 }
 
+/// A node restarted on `engine` after a crash with `acked` steps acknowledged: it shows the
+/// state after `acked` steps or after the one in flight, never a part of it, and its next
+/// write gets the next revision.
+async fn restarted_holds(engine: Arc<dyn Engine>, expected: &[Seen], acked: usize, what: &str) {
+    let node = start(engine).await;
+    let got = seen(&node).await;
+    let step = if got == expected[acked] {
+        acked
+    } else {
+        acked + 1
+    };
+    assert!(
+        expected.get(step) == Some(&got),
+        "{what}: {acked} steps acknowledged, the restarted node shows none of the states \
+         after {acked} or {} steps: {got:#?}",
+        acked + 1
+    );
+    let next = node.put(&b"after"[..], &b"restart"[..]).await.unwrap();
+    assert_eq!(next.header.revision, got.revision.next(), "{what}");
+    node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_crashed_at_every_write_restarts_with_every_acknowledged_step() {
     let expected = reference().await;
@@ -159,26 +181,13 @@ async fn a_node_crashed_at_every_write_restarts_with_every_acknowledged_step() {
             return;
         }
         for (kind, image) in images {
-            let node = start(Arc::new(image)).await;
-            let got = seen(&node).await;
-            let step = if got == expected[acked] {
-                acked
-            } else {
-                acked + 1
-            };
-            assert!(
-                expected.get(step) == Some(&got),
-                "failpoint {k}, {kind}: {acked} steps acknowledged, the restarted node \
-                 shows none of the states after {acked} or {} steps: {got:#?}",
-                acked + 1
-            );
-            let next = node.put(&b"after"[..], &b"restart"[..]).await.unwrap();
-            assert_eq!(
-                next.header.revision,
-                got.revision.next(),
-                "failpoint {k}, {kind}"
-            );
-            node.shutdown().await;
+            restarted_holds(
+                Arc::new(image),
+                &expected,
+                acked,
+                &format!("failpoint {k}, {kind}"),
+            )
+            .await;
             restarts += 1;
         }
     }
@@ -478,22 +487,13 @@ async fn a_node_on_rocksdb_killed_at_every_write_restarts_with_every_acknowledge
             return;
         }
         assert_eq!(status.signal(), Some(6), "failpoint {k}: {status:?}");
-        let node = start(Arc::new(rocks(&dir))).await;
-        let got = seen(&node).await;
-        let step = if got == expected[acked] {
-            acked
-        } else {
-            acked + 1
-        };
-        assert!(
-            expected.get(step) == Some(&got),
-            "failpoint {k}: {acked} steps acknowledged, the restarted node shows none of the \
-             states after {acked} or {} steps: {got:#?}",
-            acked + 1
-        );
-        let next = node.put(&b"after"[..], &b"restart"[..]).await.unwrap();
-        assert_eq!(next.header.revision, got.revision.next(), "failpoint {k}");
-        node.shutdown().await;
+        restarted_holds(
+            Arc::new(rocks(&dir)),
+            &expected,
+            acked,
+            &format!("failpoint {k}"),
+        )
+        .await;
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
