@@ -6,6 +6,11 @@
 //! What it is not: a client library (use the `etcd-client` crate or etcdctl against it).
 //! This is the only crate that knows protobuf: conversions live in `convert`, and the one
 //! table that turns keel errors into gRPC status codes with etcd's messages is `status`.
+//!
+//! Features: `rocksdb` (default) is the on-disk engine, which the `keel` binary needs;
+//! without it the library builds without RocksDB's C++ and a node needs an engine given to
+//! its builder (the fuzz targets build it so). `fuzzing` exposes the wire-conversion checks
+//! of the `grpc_request` fuzz target (`keel_server::fuzzing`, not part of the API).
 #![warn(missing_docs)]
 
 /// Generated protobuf messages and tonic services (etcd's v3 API and keel's peer protocol).
