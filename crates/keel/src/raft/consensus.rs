@@ -666,8 +666,11 @@ impl Consensus {
         current: Option<u64>,
     ) -> Result<keel_storage::snapshot_store::StoredStream, NodeError> {
         let stream = if Some(id) == current {
-            self.snapshots.sealed(id)?.ok_or_else(|| NodeError::Raft {
-                detail: format!("the current snapshot {id} was replaced during its transfer"),
+            // Not fatal: the sender starts over, as for any refused stream.
+            self.snapshots.sealed(id)?.ok_or_else(|| {
+                NodeError::from(keel_storage::StorageError::InvalidSnapshot {
+                    detail: format!("the current snapshot {id} was replaced during its transfer"),
+                })
             })?
         } else {
             self.snapshots.seal(id, count)?
