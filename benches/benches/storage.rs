@@ -69,7 +69,8 @@ impl Rng {
 }
 
 fn puts(c: &mut Criterion) {
-    let value = vec![7u8; VALUE_BYTES];
+    // keel takes values as `Bytes`: a clone shares the buffer, as a caller's would
+    let value = Bytes::from(vec![7u8; VALUE_BYTES]);
     for batch in [1u64, 100] {
         let mut g = c.benchmark_group(format!("put_batch_{batch}"));
         g.throughput(Throughput::Elements(batch));
@@ -100,8 +101,54 @@ fn puts(c: &mut Criterion) {
                 db.write_opt(wb, &unsynced()).expect("write");
             })
         });
+        // Not the target's baseline: raw RocksDB writing the records keel's layout writes
+        // (history, latest, revision index, one revision marker per batch), to show how much
+        // of the gap is the layout and how much keel's own code.
+        let layout_dir = tempfile::tempdir().expect("tempdir");
+        let layout = raw_layout_db(layout_dir.path());
+        let cfs: Vec<_> = LAYOUT_CFS
+            .iter()
+            .map(|n| layout.cf_handle(n).expect("cf"))
+            .collect();
+        let record = vec![7u8; VALUE_BYTES + 30];
+        let mut rev = 1u64;
+        g.bench_function("raw_rocksdb_keel_records", |b| {
+            b.iter(|| {
+                let mut wb = rocksdb::WriteBatch::default();
+                rev += 1;
+                for sub in 0..batch {
+                    let k = key((rev * batch + sub) % PRELOAD_KEYS);
+                    let mut hk = k.clone();
+                    hk.extend_from_slice(&[0, 1]);
+                    hk.extend_from_slice(&(!rev).to_be_bytes());
+                    wb.put_cf(cfs[1], &hk, &record);
+                    wb.put_cf(cfs[0], &k, &record);
+                    let mut rk = rev.to_be_bytes().to_vec();
+                    rk.extend_from_slice(&(sub as u32).to_be_bytes());
+                    wb.put_cf(cfs[2], &rk, &k);
+                }
+                wb.put_cf(cfs[3], b"revision", rev.to_be_bytes());
+                layout.write_opt(wb, &unsynced()).expect("write");
+            })
+        });
         g.finish();
     }
+}
+
+const LAYOUT_CFS: [&str; 4] = ["kv", "kv_history", "kv_revs", "meta"];
+
+fn raw_layout_db(dir: &std::path::Path) -> rocksdb::DB {
+    let mut opts = rocksdb::Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_max_background_jobs(2);
+    opts.set_bytes_per_sync(1 << 20);
+    let cache = rocksdb::Cache::new_lru_cache(64 << 20);
+    let mut table = rocksdb::BlockBasedOptions::default();
+    table.set_block_cache(&cache);
+    table.set_bloom_filter(10.0, false);
+    opts.set_block_based_table_factory(&table);
+    rocksdb::DB::open_cf(&opts, dir, LAYOUT_CFS).expect("open raw rocksdb")
 }
 
 /// Both stores hold PRELOAD_KEYS keys, each written twice (so an old revision exists).

@@ -28,7 +28,7 @@ fn apply<E: Engine>(
     let kv = engine.column_family("kv").unwrap();
     entry(lessor);
     let mut batch = WriteBatch::default();
-    batch.put(kv, b"applied", b"1".to_vec());
+    batch.put(kv, b"applied", b"1");
     store.stage(&mut batch, lessor.drain_changes());
     engine.write(batch, durability).unwrap();
 }

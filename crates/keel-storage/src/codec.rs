@@ -45,6 +45,12 @@ impl Record {
     /// Encode (see the module docs).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_BYTES + 8 + self.value.len());
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Append the encoding ([`Record::encode`]) to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
         let mut flags = 0;
         if self.tombstone {
             flags |= FLAG_TOMBSTONE;
@@ -62,7 +68,6 @@ impl Record {
             out.extend_from_slice(&lease.get().to_be_bytes());
         }
         out.extend_from_slice(&self.value);
-        out
     }
 
     /// Decode (see the module docs).
@@ -175,9 +180,14 @@ pub fn unescape_key(bytes: &[u8]) -> Result<(Vec<u8>, &[u8])> {
 /// `kv_history` key of `key` at main revision `main`.
 pub fn history_key(key: &[u8], main: Revision) -> Vec<u8> {
     let mut out = Vec::with_capacity(key.len() + 10);
-    escape_into(key, &mut out);
-    out.extend_from_slice(&(!main.get()).to_be_bytes());
+    history_key_into(key, main, &mut out);
     out
+}
+
+/// Append the `kv_history` key of `key` at `main` ([`history_key`]) to `out`.
+pub fn history_key_into(key: &[u8], main: Revision, out: &mut Vec<u8>) {
+    escape_into(key, out);
+    out.extend_from_slice(&(!main.get()).to_be_bytes());
 }
 
 /// Exclusive upper bound of every `kv_history` entry of `key`.

@@ -142,7 +142,7 @@ impl DurableLog {
                 }
             }
             first_new.get_or_insert(index);
-            batch.put(self.cf, entry_key(index).to_vec(), bytes);
+            batch.put(self.cf, entry_key(index), bytes);
             expected = Some(index + 1);
         }
         let Some(first_new) = first_new else {
@@ -184,7 +184,7 @@ impl DurableLog {
     pub fn truncate_from(&self, index: u64) -> Result<()> {
         let mut bounds = self.bounds.lock();
         let mut batch = WriteBatch::default();
-        batch.delete_range(self.cf, entry_key(index).to_vec(), vec![ENTRY + 1]);
+        batch.delete_range(self.cf, entry_key(index), vec![ENTRY + 1]);
         self.engine.write(batch, Durability::Synced)?;
         match bounds.first {
             Some(f) if index <= f => {
@@ -220,14 +220,10 @@ impl DurableLog {
             });
         }
         let mut batch = WriteBatch::default();
-        batch.delete_range(
-            self.cf,
-            entry_key(0).to_vec(),
-            entry_key(index + 1).to_vec(),
-        );
-        batch.put(self.cf, PURGED, index.to_be_bytes().to_vec());
+        batch.delete_range(self.cf, entry_key(0), entry_key(index + 1));
+        batch.put(self.cf, PURGED, index.to_be_bytes());
         if let Some((name, value)) = meta {
-            batch.put(self.cf, meta_key(name), value.to_vec());
+            batch.put(self.cf, meta_key(name), value);
         }
         self.engine.write(batch, Durability::Synced)?;
         bounds.purged = Some(index);

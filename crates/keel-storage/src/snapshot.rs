@@ -327,7 +327,7 @@ pub fn install(
         let had_header = reader.names.is_some();
         reader.feed(&chunk, &mut |cf, k, v| {
             if let Some(h) = handles.get(cf) {
-                batch.put(*h, k.to_vec(), v.to_vec());
+                batch.put(*h, k, v);
             }
             Ok(())
         })?;
@@ -387,7 +387,7 @@ pub fn install_staged(
             engine.write(std::mem::take(&mut batch), Durability::Buffered)?;
         }
     }
-    batch.put(staging, STAGED_COMPLETE, count.to_be_bytes().to_vec());
+    batch.put(staging, STAGED_COMPLETE, count.to_be_bytes());
     engine.write(batch, Durability::Synced)?;
     let installed = install(engine, staged_chunks(engine, staging, count));
     if let Err(e) = &installed {
@@ -486,8 +486,8 @@ mod tests {
         let (a, b) = (e.column_family("a").unwrap(), e.column_family("b").unwrap());
         let mut batch = WriteBatch::default();
         for i in 0..500u32 {
-            batch.put(a, i.to_be_bytes().to_vec(), vec![7; 40]);
-            batch.put(b, i.to_le_bytes().to_vec(), vec![]);
+            batch.put(a, i.to_be_bytes(), vec![7; 40]);
+            batch.put(b, i.to_le_bytes(), vec![]);
         }
         e.write(batch, Durability::Synced).unwrap();
         e
@@ -509,7 +509,7 @@ mod tests {
         let dst = MemEngine::new(&["meta", "a", "b"]);
         let a = dst.column_family("a").unwrap();
         let mut stale = WriteBatch::default();
-        stale.put(a, b"\xff\xff\xff\xff\xff stale".to_vec(), b"x".to_vec());
+        stale.put(a, b"\xff\xff\xff\xff\xff stale", b"x");
         dst.write(stale, Durability::Synced).unwrap();
         assert_eq!(install(&dst, c.into_iter().map(Ok)).unwrap(), 1000);
         let view = dst.view().unwrap();

@@ -97,7 +97,7 @@ impl SnapshotStore {
     /// Storage failure.
     pub fn put_chunk(&self, id: u64, index: u64, chunk: &[u8]) -> Result<()> {
         let mut batch = WriteBatch::default();
-        batch.put(self.cf, chunk_key(id, index), chunk.to_vec());
+        batch.put(self.cf, chunk_key(id, index), chunk);
         self.engine.write(batch, Durability::Buffered)
     }
 
@@ -119,7 +119,7 @@ impl SnapshotStore {
             return Err(invalid(id, &format!("lacks its last chunk ({last})")));
         }
         let mut batch = WriteBatch::default();
-        batch.put(self.cf, seal_key(id), count.to_be_bytes().to_vec());
+        batch.put(self.cf, seal_key(id), count.to_be_bytes());
         self.engine.write(batch, Durability::Synced)?;
         Ok(StoredStream { id, count })
     }

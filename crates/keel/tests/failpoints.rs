@@ -203,9 +203,9 @@ struct DiesDuringInstall {
 
 impl DiesDuringInstall {
     fn starts_install(&self, batch: &keel_storage::engine::WriteBatch) -> bool {
-        batch.ops().iter().any(|op| {
+        batch.ops().any(|op| {
             matches!(op, keel_storage::engine::BatchOp::Put { cf, key, .. }
-                if *cf == self.meta && key.as_slice() == keel_storage::schema::META_INSTALLING)
+                if cf == self.meta && key == keel_storage::schema::META_INSTALLING)
         })
     }
 }

@@ -161,7 +161,7 @@ fn apply(maps: &mut [Map], batch: &WriteBatch) {
         match op {
             BatchOp::Put { cf, key, value } => {
                 if let Some(m) = maps.get_mut(cf.index()) {
-                    m.insert(key.clone(), value.clone());
+                    m.insert(key.to_vec(), value.to_vec());
                 }
             }
             BatchOp::Delete { cf, key } => {
@@ -174,8 +174,8 @@ fn apply(maps: &mut [Map], batch: &WriteBatch) {
                     if start < end {
                         let doomed: Vec<Vec<u8>> = m
                             .range::<_, Vec<u8>>((
-                                Bound::Included(start.clone()),
-                                Bound::Excluded(end.clone()),
+                                Bound::Included(start.to_vec()),
+                                Bound::Excluded(end.to_vec()),
                             ))
                             .map(|(k, _)| k.clone())
                             .collect();
@@ -203,10 +203,7 @@ impl Engine for MemEngine {
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()> {
         self.poison.check()?;
         for op in batch.ops() {
-            let cf = match op {
-                BatchOp::Put { cf, .. } | BatchOp::Delete { cf, .. } => cf,
-                BatchOp::DeleteRange { cf, .. } => cf,
-            };
+            let cf = op.column_family();
             if cf.index() >= self.names.len() {
                 return Err(StorageError::UnknownColumnFamily {
                     name: format!("#{}", cf.index()),

@@ -45,37 +45,68 @@ pub enum Durability {
     Synced,
 }
 
-/// One operation of a [`WriteBatch`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BatchOp {
+/// One operation of a [`WriteBatch`], borrowing the batch's bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchOp<'a> {
     /// Set `key` to `value`.
     Put {
         /// Column family.
         cf: ColumnFamily,
         /// Key.
-        key: Vec<u8>,
+        key: &'a [u8],
         /// Value.
-        value: Vec<u8>,
+        value: &'a [u8],
     },
     /// Remove `key`.
     Delete {
         /// Column family.
         cf: ColumnFamily,
         /// Key.
-        key: Vec<u8>,
+        key: &'a [u8],
     },
     /// Remove every key in `[start, end)`.
     DeleteRange {
         /// Column family.
         cf: ColumnFamily,
         /// First key removed.
-        start: Vec<u8>,
+        start: &'a [u8],
         /// First key kept after the range.
-        end: Vec<u8>,
+        end: &'a [u8],
     },
 }
 
+impl BatchOp<'_> {
+    /// The column family the operation writes.
+    pub fn column_family(&self) -> ColumnFamily {
+        match *self {
+            BatchOp::Put { cf, .. } | BatchOp::Delete { cf, .. } => cf,
+            BatchOp::DeleteRange { cf, .. } => cf,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OpKind {
+    Put,
+    Delete,
+    DeleteRange,
+}
+
+/// Where one operation's two byte strings (key and value, or start and end) lie in the
+/// batch's buffer: `data[start..mid]` and `data[mid..end]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct OpSpan {
+    kind: OpKind,
+    cf: ColumnFamily,
+    start: usize,
+    mid: usize,
+    end: usize,
+}
+
 /// Operations across column families that commit atomically: all or none.
+///
+/// Every key and value is copied into one growing buffer, so adding an operation allocates
+/// nothing once the buffer has grown to the batch's size.
 ///
 /// # Examples
 /// ```
@@ -91,46 +122,123 @@ pub enum BatchOp {
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WriteBatch {
-    ops: Vec<BatchOp>,
-    size_bytes: usize,
+    data: Vec<u8>,
+    ops: Vec<OpSpan>,
 }
 
 impl WriteBatch {
+    fn push(&mut self, kind: OpKind, cf: ColumnFamily, start: usize, mid: usize) {
+        let end = self.data.len();
+        self.ops.push(OpSpan {
+            kind,
+            cf,
+            start,
+            mid,
+            end,
+        });
+    }
+
     /// Set `key` to `value` in `cf`.
-    pub fn put(&mut self, cf: ColumnFamily, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        let (key, value) = (key.into(), value.into());
-        self.size_bytes += key.len() + value.len();
-        self.ops.push(BatchOp::Put { cf, key, value });
+    pub fn put(&mut self, cf: ColumnFamily, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        let start = self.data.len();
+        self.data.extend_from_slice(key.as_ref());
+        let mid = self.data.len();
+        self.data.extend_from_slice(value.as_ref());
+        self.push(OpKind::Put, cf, start, mid);
+    }
+
+    /// Set a key to a value in `cf`, both written by the caller's closures straight into the
+    /// batch's buffer (each closure only appends).
+    pub(crate) fn put_with(
+        &mut self,
+        cf: ColumnFamily,
+        key: impl FnOnce(&mut Vec<u8>),
+        value: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let start = self.data.len();
+        key(&mut self.data);
+        let mid = self.data.len();
+        value(&mut self.data);
+        self.push(OpKind::Put, cf, start, mid);
+    }
+
+    /// Set `key` in `cf` to the value of the last operation, which must be a put (otherwise
+    /// the value is empty).
+    pub(crate) fn put_repeating_value(&mut self, cf: ColumnFamily, key: &[u8]) {
+        let value = match self.ops.last() {
+            Some(last) if last.kind == OpKind::Put => last.mid..last.end,
+            _ => 0..0,
+        };
+        let start = self.data.len();
+        self.data.extend_from_slice(key);
+        let mid = self.data.len();
+        self.data.extend_from_within(value);
+        self.push(OpKind::Put, cf, start, mid);
+    }
+
+    /// Make room for `ops` more operations holding `bytes` more bytes of keys and values,
+    /// so that adding them does not grow the buffers step by step.
+    pub fn reserve(&mut self, ops: usize, bytes: usize) {
+        self.ops.reserve(ops);
+        self.data.reserve(bytes);
     }
 
     /// Remove `key` from `cf`.
-    pub fn delete(&mut self, cf: ColumnFamily, key: impl Into<Vec<u8>>) {
-        let key = key.into();
-        self.size_bytes += key.len();
-        self.ops.push(BatchOp::Delete { cf, key });
+    pub fn delete(&mut self, cf: ColumnFamily, key: impl AsRef<[u8]>) {
+        let start = self.data.len();
+        self.data.extend_from_slice(key.as_ref());
+        let mid = self.data.len();
+        self.push(OpKind::Delete, cf, start, mid);
     }
 
     /// Remove every key of `cf` in `[start, end)`.
     pub fn delete_range(
         &mut self,
         cf: ColumnFamily,
-        start: impl Into<Vec<u8>>,
-        end: impl Into<Vec<u8>>,
+        start: impl AsRef<[u8]>,
+        end: impl AsRef<[u8]>,
     ) {
-        let (start, end) = (start.into(), end.into());
-        self.size_bytes += start.len() + end.len();
-        self.ops.push(BatchOp::DeleteRange { cf, start, end });
+        let first = self.data.len();
+        self.data.extend_from_slice(start.as_ref());
+        let mid = self.data.len();
+        self.data.extend_from_slice(end.as_ref());
+        self.push(OpKind::DeleteRange, cf, first, mid);
     }
 
     /// Append every operation of `other` after this batch's.
     pub fn extend(&mut self, other: WriteBatch) {
-        self.size_bytes += other.size_bytes;
-        self.ops.extend(other.ops);
+        let shift = self.data.len();
+        self.data.extend_from_slice(&other.data);
+        self.ops.extend(other.ops.into_iter().map(|op| OpSpan {
+            start: op.start + shift,
+            mid: op.mid + shift,
+            end: op.end + shift,
+            ..op
+        }));
     }
 
     /// The operations, in order.
-    pub fn ops(&self) -> &[BatchOp] {
-        &self.ops
+    pub fn ops(&self) -> impl ExactSizeIterator<Item = BatchOp<'_>> + '_ {
+        self.ops.iter().map(|op| {
+            let first = self.data.get(op.start..op.mid).unwrap_or_default();
+            let second = self.data.get(op.mid..op.end).unwrap_or_default();
+            match op.kind {
+                OpKind::Put => BatchOp::Put {
+                    cf: op.cf,
+                    key: first,
+                    value: second,
+                },
+                OpKind::Delete => BatchOp::Delete {
+                    cf: op.cf,
+                    key: first,
+                },
+                OpKind::DeleteRange => BatchOp::DeleteRange {
+                    cf: op.cf,
+                    start: first,
+                    end: second,
+                },
+            }
+        })
     }
 
     /// Number of operations.
@@ -145,7 +253,7 @@ impl WriteBatch {
 
     /// Bytes of keys and values in the batch.
     pub fn size_bytes(&self) -> usize {
-        self.size_bytes
+        self.data.len()
     }
 }
 
@@ -258,4 +366,71 @@ pub trait Engine: Send + Sync + 'static {
     /// # Errors
     /// [`crate::StorageError::Poisoned`].
     fn check_healthy(&self) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cf(i: usize) -> ColumnFamily {
+        ColumnFamily::from_index(i)
+    }
+
+    #[test]
+    fn batch_ops_come_back_in_order_with_their_bytes() {
+        let mut a = WriteBatch::default();
+        a.put(cf(0), b"k1", b"v1");
+        a.put_with(cf(1), |k| k.extend_from_slice(b"k2"), |v| v.push(7));
+        a.put_repeating_value(cf(2), b"k3");
+        a.delete(cf(0), b"gone");
+        a.put_repeating_value(cf(2), b"k4"); // after a delete: empty value
+        let mut b = WriteBatch::default();
+        b.reserve(2, 16);
+        b.delete_range(cf(3), b"a", b"z");
+        b.put(cf(1), b"", b"");
+        a.extend(b);
+        let ops: Vec<BatchOp<'_>> = a.ops().collect();
+        assert_eq!(
+            ops,
+            vec![
+                BatchOp::Put {
+                    cf: cf(0),
+                    key: b"k1",
+                    value: b"v1"
+                },
+                BatchOp::Put {
+                    cf: cf(1),
+                    key: b"k2",
+                    value: &[7]
+                },
+                BatchOp::Put {
+                    cf: cf(2),
+                    key: b"k3",
+                    value: &[7]
+                },
+                BatchOp::Delete {
+                    cf: cf(0),
+                    key: b"gone"
+                },
+                BatchOp::Put {
+                    cf: cf(2),
+                    key: b"k4",
+                    value: b""
+                },
+                BatchOp::DeleteRange {
+                    cf: cf(3),
+                    start: b"a",
+                    end: b"z"
+                },
+                BatchOp::Put {
+                    cf: cf(1),
+                    key: b"",
+                    value: b""
+                },
+            ]
+        );
+        assert_eq!(a.len(), 7);
+        assert_eq!(a.size_bytes(), 2 + 2 + 2 + 1 + 2 + 1 + 4 + 2 + 2);
+        assert_eq!(ops[5].column_family(), cf(3));
+    }
 }

@@ -155,11 +155,11 @@ impl RocksEngine {
             rocksdb::WriteBatch::with_capacity_bytes(12 + batch.size_bytes() + 16 * batch.len());
         for op in batch.ops() {
             match op {
-                BatchOp::Put { cf, key, value } => out.put_cf(self.handle(*cf)?, key, value),
-                BatchOp::Delete { cf, key } => out.delete_cf(self.handle(*cf)?, key),
+                BatchOp::Put { cf, key, value } => out.put_cf(self.handle(cf)?, key, value),
+                BatchOp::Delete { cf, key } => out.delete_cf(self.handle(cf)?, key),
                 BatchOp::DeleteRange { cf, start, end } => {
                     if start < end {
-                        out.delete_range_cf(self.handle(*cf)?, start, end);
+                        out.delete_range_cf(self.handle(cf)?, start, end);
                     }
                 }
             }
@@ -361,9 +361,9 @@ mod tests {
         let a = e.column_family("a").unwrap();
         let mut batch = WriteBatch::default();
         for k in [b"a", b"b", b"c", b"d"] {
-            batch.put(a, k.to_vec(), k.to_vec());
+            batch.put(a, k, k);
         }
-        batch.delete_range(a, b"d".to_vec(), b"e".to_vec());
+        batch.delete_range(a, b"d", b"e");
         e.write(batch, Durability::Buffered).unwrap();
         let view = e.view().unwrap();
         let mut seen = Vec::new();

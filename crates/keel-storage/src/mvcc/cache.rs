@@ -15,9 +15,11 @@ use std::collections::HashMap;
 /// Fixed per-entry overhead counted against the byte budget (map slot, record header).
 const ENTRY_OVERHEAD: usize = 64;
 
+/// Keys are the clients' keys, so the hasher is seeded per process (foldhash's
+/// `RandomState`): fast, and no fixed set of keys collides on every member.
 #[derive(Default)]
 pub(crate) struct LatestCache {
-    map: HashMap<Vec<u8>, Option<Record>>,
+    map: HashMap<Vec<u8>, Option<Record>, foldhash::fast::RandomState>,
     bytes: usize,
 }
 

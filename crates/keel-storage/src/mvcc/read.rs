@@ -190,7 +190,7 @@ fn scan_history_at(
 
 /// Changes of the current write transaction not yet committed: key -> new version
 /// (`None` = deleted). Reads inside the transaction see them.
-pub(crate) type Overlay = BTreeMap<Vec<u8>, Option<Record>>;
+pub(crate) type Overlay = BTreeMap<Bytes, Option<Record>>;
 
 /// Live versions of `range` at the latest revision, with `overlay` applied on top.
 pub(crate) fn scan_live_with_overlay(
@@ -211,8 +211,8 @@ pub(crate) fn scan_live_with_overlay(
     })?;
     for (k, change) in overlay.iter().filter(|(k, _)| range.contains(k)) {
         match change {
-            Some(r) => merged.insert(k.clone(), r.clone()),
-            None => merged.remove(k),
+            Some(r) => merged.insert(k.to_vec(), r.clone()),
+            None => merged.remove(k.as_ref()),
         };
     }
     for (k, r) in merged {

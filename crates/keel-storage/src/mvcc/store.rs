@@ -349,7 +349,7 @@ impl MvccStore {
         batch.put(
             self.cfs.meta,
             schema::META_COMPACT_FINISHED,
-            finished.get().to_be_bytes().to_vec(),
+            finished.get().to_be_bytes(),
         );
         drop(view);
         self.engine.write(batch, Durability::Buffered)?;
@@ -376,7 +376,7 @@ impl MvccStore {
                 let keep = first && !Record::decode(v)?.tombstone;
                 first = false;
                 if !keep {
-                    batch.delete(self.cfs.history, k.to_vec());
+                    batch.delete(self.cfs.history, k);
                 }
                 Ok(ControlFlow::Continue(()))
             },

@@ -20,10 +20,13 @@ use std::cell::OnceCell;
 use std::cmp::Ordering;
 use std::ops::ControlFlow;
 
+/// Upper bound of an encoded record's bytes besides its value (header, lease).
+const RECORD_BYTES_MAX: usize = 40;
+
 /// One change of the transaction.
 #[derive(Debug)]
 struct Change {
-    key: Vec<u8>,
+    key: Bytes,
     record: Record,
     prev: Option<Record>,
 }
@@ -126,7 +129,7 @@ impl<'s> WriteTxn<'s> {
         read::latest(self.view()?, self.store.cfs(), key)
     }
 
-    fn live_keys(&self, range: &KeyRange) -> Result<Vec<(Vec<u8>, Record)>> {
+    fn live_keys(&self, range: &KeyRange) -> Result<Vec<(Bytes, Record)>> {
         let mut out = Vec::new();
         read::scan_live_with_overlay(
             self.view()?,
@@ -134,14 +137,14 @@ impl<'s> WriteTxn<'s> {
             range,
             &self.overlay,
             &mut |k, r| {
-                out.push((k.to_vec(), r));
+                out.push((Bytes::copy_from_slice(k), r));
                 Ok(ControlFlow::Continue(()))
             },
         )?;
         Ok(out)
     }
 
-    fn record_change(&mut self, key: Vec<u8>, record: Record, prev: Option<Record>) {
+    fn record_change(&mut self, key: Bytes, record: Record, prev: Option<Record>) {
         let live = (!record.tombstone).then(|| record.clone());
         self.overlay.insert(key.clone(), live);
         self.changes.push(Change { key, record, prev });
@@ -237,7 +240,7 @@ impl<'s> WriteTxn<'s> {
         } else {
             None
         };
-        self.record_change(req.key.to_vec(), record, prev);
+        self.record_change(req.key, record, prev);
         Ok(PutResponse {
             prev_kv,
             revision: rev,
@@ -434,40 +437,42 @@ impl<'s> WriteTxn<'s> {
         let mut batch = std::mem::take(&mut self.batch);
         let changes = std::mem::take(&mut self.changes);
         let mut events = Vec::with_capacity(changes.len());
+        // per change: two records (history, kv) and the revs entry holding the key
+        let bytes: usize = changes
+            .iter()
+            .map(|c| 3 * c.key.len() + 2 * (c.record.value.len() + RECORD_BYTES_MAX) + 16)
+            .sum();
+        batch.reserve(3 * changes.len() + 3, bytes + 64);
         for change in &changes {
-            let encoded = change.record.encode();
-            batch.put(
+            batch.put_with(
                 cfs.history,
-                codec::history_key(&change.key, rev),
-                encoded.clone(),
-            );
-            batch.put(
-                cfs.revs,
-                codec::revs_key(rev, change.record.sub).to_vec(),
-                change.key.clone(),
+                |k| codec::history_key_into(&change.key, rev, k),
+                |v| change.record.encode_into(v),
             );
             if change.record.tombstone {
-                batch.delete(cfs.kv, change.key.clone());
+                batch.delete(cfs.kv, &change.key);
             } else {
-                batch.put(cfs.kv, change.key.clone(), encoded);
+                // the history record just written is the latest version's record
+                batch.put_repeating_value(cfs.kv, &change.key);
             }
+            batch.put(
+                cfs.revs,
+                codec::revs_key(rev, change.record.sub),
+                &change.key,
+            );
             events.push(to_event(change));
         }
         let new_rev = if events.is_empty() {
             self.writer.current
         } else {
-            batch.put(
-                cfs.meta,
-                schema::META_REVISION,
-                rev.get().to_be_bytes().to_vec(),
-            );
+            batch.put(cfs.meta, schema::META_REVISION, rev.get().to_be_bytes());
             rev
         };
         if let Some(c) = self.compact {
             batch.put(
                 cfs.meta,
                 schema::META_COMPACT_SCHEDULED,
-                c.get().to_be_bytes().to_vec(),
+                c.get().to_be_bytes(),
             );
         }
         if let Some(marker) = self.applied.take() {
@@ -504,7 +509,7 @@ fn to_event(change: &Change) -> Event {
     } else {
         EventKind::Put
     };
-    let kv = read::to_kv(&change.key, &change.record);
+    let kv = read::to_kv_shared(&change.key, &change.record);
     let prev_kv = change.prev.as_ref().map(|p| read::to_kv_shared(&kv.key, p));
     Event {
         kind,
