@@ -130,6 +130,11 @@ impl<'s> WriteTxn<'s> {
     }
 
     fn live_keys(&self, range: &KeyRange) -> Result<Vec<(Bytes, Record)>> {
+        if let KeyRange::Key(key) = range {
+            // one key: the overlay, the writer's cache or one point read, no scan
+            let live = self.current_version(key)?;
+            return Ok(live.map(|r| (key.clone(), r)).into_iter().collect());
+        }
         let mut out = Vec::new();
         read::scan_live_with_overlay(
             self.view()?,
