@@ -8,8 +8,8 @@
 //! - the baseline: sequential `write` + `sync_data` of a small record to a file in the same
 //!   temporary filesystem, for [`FSYNC_SECS`] seconds (fsyncs/s);
 //! - puts on the leader by 1, 16 and 64 concurrent writers, each phase [`PUT_SECS`] seconds:
-//!   throughput, p50/p99/max latency, and throughput divided by the fsync rate (how many
-//!   writes each fsync carries, at best);
+//!   throughput, p50/p99/max latency, throughput divided by the fsync rate, the puts per
+//!   leader log fsync (how many writes each fsync carries) and the process's CPU time per put;
 //! - gets by [`READERS`] concurrent readers on the leader and on a follower, linearizable and
 //!   serializable, each phase [`GET_SECS`] seconds.
 //!
@@ -130,12 +130,43 @@ struct Phase {
     errors: u64,
     secs: f64,
     latencies: Vec<Duration>,
+    /// CPU time of the whole process (all three nodes and the driver) during the phase.
+    cpu_secs: f64,
 }
 
 impl Phase {
     fn rate(&self) -> f64 {
         self.ops as f64 / self.secs
     }
+
+    /// CPU microseconds per operation: what one operation costs the whole process (three
+    /// nodes and the driver), to compare changes of the write path by their cost.
+    fn cpu_us_per_op(&self) -> f64 {
+        self.cpu_secs * 1e6 / self.ops.max(1) as f64
+    }
+}
+
+/// User plus system CPU seconds of this process so far, all threads (`/proc/self/stat`).
+fn process_cpu_secs() -> f64 {
+    static TICKS_PER_SEC: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let hz = *TICKS_PER_SEC.get_or_init(|| {
+        let out = std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .expect("getconf CLK_TCK");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("CLK_TCK")
+    });
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // the fields after the command name (which is in parentheses and may hold spaces)
+    let rest = stat.rsplit_once(')').expect("stat format").1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    ticks as f64 / hz
 }
 
 /// Run `workers` concurrent loops of `op` on `node` for `secs` seconds.
@@ -151,6 +182,7 @@ where
     Fut: std::future::Future<Output = bool> + Send,
 {
     let start = clock.now();
+    let cpu_start = process_cpu_secs();
     let stop = start + Duration::from_secs(secs);
     let mut tasks = Vec::new();
     for w in 0..workers {
@@ -183,12 +215,14 @@ where
         errors += e;
     }
     let secs = (clock.now() - start).as_secs_f64();
+    let cpu_secs = process_cpu_secs() - cpu_start;
     latencies.sort_unstable();
     Phase {
         ops: latencies.len() as u64,
         errors,
         secs,
         latencies,
+        cpu_secs,
     }
 }
 
@@ -244,7 +278,7 @@ fn log_fsyncs(node: &Node) -> u64 {
 
 fn print_put_header() {
     println!(
-        "{:<22} {:>8} {:>6} {:>10} {:>9} {:>9} {:>9} {:>12} {:>14}",
+        "{:<22} {:>8} {:>6} {:>10} {:>9} {:>9} {:>9} {:>12} {:>14} {:>11}",
         "put (on leader)",
         "ops",
         "errors",
@@ -253,14 +287,15 @@ fn print_put_header() {
         "p99 ms",
         "max ms",
         "÷ fsync/s",
-        "puts/log fsync"
+        "puts/log fsync",
+        "CPU us/put"
     );
 }
 
 /// One put phase's row; `fsyncs` is the leader's log fsyncs during the phase.
 fn print_put_row(label: &str, p: &Phase, fsync_per_sec: f64, fsyncs: u64) {
     println!(
-        "{:<22} {:>8} {:>6} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>11.2}x {:>14.1}",
+        "{:<22} {:>8} {:>6} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>11.2}x {:>14.1} {:>11.1}",
         label,
         p.ops,
         p.errors,
@@ -270,6 +305,7 @@ fn print_put_row(label: &str, p: &Phase, fsync_per_sec: f64, fsyncs: u64) {
         ms(p.latencies.last().copied().unwrap_or_default()),
         p.rate() / fsync_per_sec,
         p.ops as f64 / fsyncs.max(1) as f64,
+        p.cpu_us_per_op(),
     );
 }
 

@@ -224,6 +224,33 @@ fn reads(c: &mut Criterion) {
     g.finish();
 
     range_and_txn(c, &store, &db, &mut rng);
+    new_key_puts(c, &store, &db);
+}
+
+/// Puts of keys never written before, on the preloaded stores: keel must find that the key
+/// has no previous version (a read of a missing key) before writing it.
+fn new_key_puts(c: &mut Criterion, store: &MvccStore, db: &rocksdb::DB) {
+    let value = Bytes::from(vec![7u8; VALUE_BYTES]);
+    let mut g = c.benchmark_group("put_new_key");
+    g.throughput(Throughput::Elements(1));
+    let mut i = PRELOAD_KEYS;
+    g.bench_function("keel_mvcc", |b| {
+        b.iter(|| {
+            let mut txn = store.begin().expect("begin");
+            txn.put(PutRequest::new(key(i), value.clone()))
+                .expect("put");
+            i += 1;
+            txn.commit(Durability::Buffered).expect("commit");
+        })
+    });
+    let mut j = PRELOAD_KEYS;
+    g.bench_function("raw_rocksdb", |b| {
+        b.iter(|| {
+            db.put_opt(key(j), &value, &unsynced()).expect("put");
+            j += 1;
+        })
+    });
+    g.finish();
 }
 
 fn range_and_txn(c: &mut Criterion, store: &MvccStore, db: &rocksdb::DB, rng: &mut Rng) {
