@@ -4,6 +4,7 @@
 
 use super::log_store::LogStore;
 use super::network::{Message, Network, NetworkFactory, PeerMessage, PeerReply, Reply};
+use super::read_batch::{self, ReadIndexBatcher};
 use super::state_machine::{CurrentSnapshot, SnapshotData, StateMachine};
 use super::{rt, term_of, LogId, MemberNode, Raft, TypeConfig};
 use crate::error::NodeError;
@@ -18,7 +19,7 @@ use openraft::async_runtime::watch::WatchReceiver;
 use openraft::async_runtime::WatchSender as _;
 use openraft::errors::{Fatal, InitializeError, RaftError};
 use openraft::storage::RaftLogStorage;
-use openraft::{ReadPolicy, ServerState, Snapshot};
+use openraft::{ServerState, Snapshot};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,6 +66,8 @@ pub(crate) struct RaftStatus {
 
 /// The running consensus engine of one node.
 pub(crate) struct Consensus {
+    /// Linearizable reads waiting for a read index, sharing one request (`read_batch`).
+    reads: ReadIndexBatcher,
     pub(super) raft: Raft,
     pub(super) id: MemberId,
     network: Arc<dyn Network>,
@@ -218,7 +221,9 @@ impl Consensus {
         )
         .await
         .map_err(|e| fatal(&e))?;
+        let reads = ReadIndexBatcher::start(raft.clone(), Arc::clone(&network), config.id);
         let this = Consensus {
+            reads,
             raft,
             id: config.id,
             network,
@@ -428,48 +433,27 @@ impl Consensus {
         }
     }
 
-    /// The read index on this member if it is the leader (quorum-confirmed).
-    async fn read_index_local(&self) -> Result<Reply, NodeError> {
-        match self.raft.get_read_linearizer(ReadPolicy::ReadIndex).await {
-            Ok(linearizer) => Ok(Reply::ReadIndex(*linearizer.read_log_id().log_id())),
-            Err(e) => match e.forward_to_leader() {
-                Some(f) => Ok(Reply::NotLeader {
-                    leader: f.leader_id,
-                }),
-                None if e.fatal().is_some() => Err(raft_error(&e)),
-                // No quorum acknowledged the leader yet: retry within the deadline.
-                None => Ok(Reply::NotLeader { leader: None }),
-            },
-        }
-    }
-
-    /// Ask `message` of the leader, trying this member first and following "not leader"
-    /// hints, until a reply other than `NotLeader` arrives; the caller bounds the whole call
-    /// with a deadline. A write is resent only when the network reports it was not delivered
-    /// ([`NodeError::Unreachable`]): a write whose exchange failed after it left (reply lost,
-    /// connection reset, the leader stopping while serving it) may have been applied, and a
-    /// second copy would apply it twice (see [`resendable`]). A read
-    /// index request is idempotent and is retried after any failure.
-    async fn ask_leader(&self, message: impl Fn() -> Message) -> Result<Reply, NodeError> {
+    /// Ask the leader to apply `request`, trying this member first and following "not
+    /// leader" hints, until a reply other than `NotLeader` arrives; the caller bounds the
+    /// whole call with a deadline. The write is resent only when the network reports it was
+    /// not delivered ([`NodeError::Unreachable`]): a write whose exchange failed after it left
+    /// (reply lost, connection reset, the leader stopping while serving it) may have been
+    /// applied, and a second copy would apply it twice (see [`resendable`]).
+    async fn ask_leader(&self, request: &Request) -> Result<Reply, NodeError> {
         let mut target: Option<MemberId> = None;
         loop {
             let reply = match target {
-                None => match message() {
-                    Message::Forward(req) => self.write_local(req).await?,
-                    _ => self.read_index_local().await?,
-                },
-                Some(leader) => match self.network.send(leader, PeerMessage(message())).await {
-                    Ok(reply) => reply.0,
-                    Err(NodeError::Network { .. } | NodeError::Stopped | NodeError::Timeout)
-                        if matches!(message(), Message::ReadIndex) =>
-                    {
-                        Reply::NotLeader { leader: None }
+                None => self.write_local(request.clone()).await?,
+                Some(leader) => {
+                    let message = PeerMessage(Message::Forward(request.clone()));
+                    match self.network.send(leader, message).await {
+                        Ok(reply) => reply.0,
+                        Err(e) => {
+                            resendable(leader, e)?;
+                            Reply::NotLeader { leader: None }
+                        }
                     }
-                    Err(e) => {
-                        resendable(leader, e)?;
-                        Reply::NotLeader { leader: None }
-                    }
-                },
+                }
             };
             match reply {
                 Reply::NotLeader { leader } => {
@@ -491,7 +475,7 @@ impl Consensus {
         request: Request,
         deadline: Duration,
     ) -> Result<(Applied, u64), NodeError> {
-        let ask = self.ask_leader(|| Message::Forward(request.clone()));
+        let ask = self.ask_leader(&request);
         match self.bounded(deadline, ask).await? {
             Reply::Applied { applied, term } => Ok((applied, term)),
             other => Err(NodeError::Network {
@@ -521,14 +505,8 @@ impl Consensus {
     /// the read index from the leader, then wait for local apply to reach it.
     pub(crate) async fn linearize(&self, deadline: Duration) -> Result<(), NodeError> {
         let work = async {
-            let index = match self.ask_leader(|| Message::ReadIndex).await? {
-                Reply::ReadIndex(log_id) => log_id.index,
-                other => {
-                    return Err(NodeError::Network {
-                        detail: format!("unexpected reply to read index: {other:?}"),
-                    })
-                }
-            };
+            // shared with the reads waiting with this one (see `read_batch`)
+            let index = self.reads.read_index().await?;
             self.raft
                 .wait(None)
                 .applied_index_at_least(Some(index), "linearizable read")
@@ -566,7 +544,7 @@ impl Consensus {
             }
             // A forwarded request is served here or refused: never forwarded again.
             Message::Forward(request) => self.write_local(request).await?,
-            Message::ReadIndex => self.read_index_local().await?,
+            Message::ReadIndex => read_batch::local_read_index(&self.raft).await?,
             Message::TransferLeader(req) => Reply::TransferLeader(
                 self.raft
                     .handle_transfer_leader(req)

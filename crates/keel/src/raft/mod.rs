@@ -11,6 +11,7 @@ mod log_sync;
 mod membership;
 mod memory_network;
 mod network;
+mod read_batch;
 #[cfg(test)]
 mod receive_tests;
 pub(crate) mod rt;
