@@ -28,10 +28,11 @@ fn key(i: u64) -> Vec<u8> {
     format!("key/{i:012}").into_bytes()
 }
 
-fn raw_db(dir: &std::path::Path) -> rocksdb::DB {
-    // the same table options keel's engine uses
+/// The same options keel's engine opens RocksDB with.
+fn raw_options() -> rocksdb::Options {
     let mut opts = rocksdb::Options::default();
     opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
     opts.set_max_background_jobs(2);
     opts.set_bytes_per_sync(1 << 20);
     let cache = rocksdb::Cache::new_lru_cache(64 << 20);
@@ -39,7 +40,11 @@ fn raw_db(dir: &std::path::Path) -> rocksdb::DB {
     table.set_block_cache(&cache);
     table.set_bloom_filter(10.0, false);
     opts.set_block_based_table_factory(&table);
-    rocksdb::DB::open(&opts, dir).expect("open raw rocksdb")
+    opts
+}
+
+fn raw_db(dir: &std::path::Path) -> rocksdb::DB {
+    rocksdb::DB::open(&raw_options(), dir).expect("open raw rocksdb")
 }
 
 fn mvcc(dir: &std::path::Path) -> Arc<MvccStore> {
@@ -138,17 +143,7 @@ fn puts(c: &mut Criterion) {
 const LAYOUT_CFS: [&str; 4] = ["kv", "kv_history", "kv_revs", "meta"];
 
 fn raw_layout_db(dir: &std::path::Path) -> rocksdb::DB {
-    let mut opts = rocksdb::Options::default();
-    opts.create_if_missing(true);
-    opts.create_missing_column_families(true);
-    opts.set_max_background_jobs(2);
-    opts.set_bytes_per_sync(1 << 20);
-    let cache = rocksdb::Cache::new_lru_cache(64 << 20);
-    let mut table = rocksdb::BlockBasedOptions::default();
-    table.set_block_cache(&cache);
-    table.set_bloom_filter(10.0, false);
-    opts.set_block_based_table_factory(&table);
-    rocksdb::DB::open_cf(&opts, dir, LAYOUT_CFS).expect("open raw rocksdb")
+    rocksdb::DB::open_cf(&raw_options(), dir, LAYOUT_CFS).expect("open raw rocksdb")
 }
 
 /// Both stores hold PRELOAD_KEYS keys, each written twice (so an old revision exists).

@@ -221,7 +221,7 @@ impl Consensus {
         )
         .await
         .map_err(|e| fatal(&e))?;
-        let reads = ReadIndexBatcher::start(raft.clone(), Arc::clone(&network), config.id);
+        let reads = ReadIndexBatcher::start(raft.clone(), Arc::clone(&network), &config);
         let this = Consensus {
             reads,
             raft,

@@ -12,7 +12,7 @@
 //! saves a trip through the engine per read (openraft already shares the quorum
 //! confirmation between concurrent requests).
 
-use super::consensus::raft_error;
+use super::consensus::{raft_error, ConsensusConfig};
 use super::network::{Message, Network, PeerMessage, Reply};
 use super::{rt, Raft};
 use crate::error::NodeError;
@@ -20,6 +20,7 @@ use crate::limits::FORWARD_RETRY_PAUSE;
 use keel_types::MemberId;
 use openraft::ReadPolicy;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// Where one waiting read gets its read index (the log index to wait to have applied).
@@ -32,8 +33,11 @@ pub(super) struct ReadIndexBatcher {
 }
 
 impl ReadIndexBatcher {
-    /// Start the task that serves the queue. It ends when the batcher is dropped.
-    pub(super) fn start(raft: Raft, network: Arc<dyn Network>, id: MemberId) -> Self {
+    /// Start the task that serves the queue. It ends when the batcher is dropped. A leader
+    /// that has not answered within an election timeout is asked again (after a fresh look
+    /// at who leads), so one stalled peer cannot hold up this member's reads for longer.
+    pub(super) fn start(raft: Raft, network: Arc<dyn Network>, config: &ConsensusConfig) -> Self {
+        let (id, send_max) = (config.id, config.election_timeout);
         let (queue, mut waiting) = mpsc::unbounded_channel::<Waiter>();
         // Detached: the task ends when the queue's sender (this batcher) is dropped.
         let _task = rt::spawn(async move {
@@ -44,7 +48,7 @@ impl ReadIndexBatcher {
                 while let Ok(next) = waiting.try_recv() {
                     batch.push(next);
                 }
-                let answer = read_index(&raft, network.as_ref(), id).await;
+                let answer = read_index(&raft, network.as_ref(), id, send_max).await;
                 for waiter in batch.drain(..) {
                     // a read that gave up (its deadline passed) dropped its receiver
                     let _ = waiter.send(answer.clone());
@@ -66,17 +70,26 @@ impl ReadIndexBatcher {
 }
 
 /// One read-index request: to this member's engine first, then to the leader it names,
-/// following "not leader" hints until a leader answers. Every failure is retried (asking
-/// for a read index changes nothing) except an error of this member's engine.
-async fn read_index(raft: &Raft, network: &dyn Network, id: MemberId) -> Result<u64, NodeError> {
+/// following "not leader" hints until a leader answers. Every failure and every send
+/// unanswered after `send_max` is retried (asking for a read index changes nothing), except
+/// an error of this member's engine.
+async fn read_index(
+    raft: &Raft,
+    network: &dyn Network,
+    id: MemberId,
+    send_max: Duration,
+) -> Result<u64, NodeError> {
     let mut target: Option<MemberId> = None;
     loop {
         let reply = match target {
             None => local_read_index(raft).await?,
-            Some(leader) => match network.send(leader, PeerMessage(Message::ReadIndex)).await {
-                Ok(reply) => reply.0,
-                Err(_) => Reply::NotLeader { leader: None },
-            },
+            Some(leader) => {
+                let send = network.send(leader, PeerMessage(Message::ReadIndex));
+                tokio::select! {
+                    sent = send => sent.map_or(Reply::NotLeader { leader: None }, |r| r.0),
+                    () = rt::sleep(send_max) => Reply::NotLeader { leader: None },
+                }
+            }
         };
         match reply {
             Reply::ReadIndex(log_id) => return Ok(log_id.index),
