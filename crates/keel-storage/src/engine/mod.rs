@@ -147,35 +147,6 @@ impl WriteBatch {
         self.push(OpKind::Put, cf, start, mid);
     }
 
-    /// Set a key to a value in `cf`, both written by the caller's closures straight into the
-    /// batch's buffer (each closure only appends).
-    pub(crate) fn put_with(
-        &mut self,
-        cf: ColumnFamily,
-        key: impl FnOnce(&mut Vec<u8>),
-        value: impl FnOnce(&mut Vec<u8>),
-    ) {
-        let start = self.data.len();
-        key(&mut self.data);
-        let mid = self.data.len();
-        value(&mut self.data);
-        self.push(OpKind::Put, cf, start, mid);
-    }
-
-    /// Set `key` in `cf` to the value of the last operation, which must be a put (otherwise
-    /// the value is empty).
-    pub(crate) fn put_repeating_value(&mut self, cf: ColumnFamily, key: &[u8]) {
-        let value = match self.ops.last() {
-            Some(last) if last.kind == OpKind::Put => last.mid..last.end,
-            _ => 0..0,
-        };
-        let start = self.data.len();
-        self.data.extend_from_slice(key);
-        let mid = self.data.len();
-        self.data.extend_from_within(value);
-        self.push(OpKind::Put, cf, start, mid);
-    }
-
     /// Make room for `ops` more operations holding `bytes` more bytes of keys and values,
     /// so that adding them does not grow the buffers step by step.
     pub fn reserve(&mut self, ops: usize, bytes: usize) {
@@ -380,10 +351,10 @@ mod tests {
     fn batch_ops_come_back_in_order_with_their_bytes() {
         let mut a = WriteBatch::default();
         a.put(cf(0), b"k1", b"v1");
-        a.put_with(cf(1), |k| k.extend_from_slice(b"k2"), |v| v.push(7));
-        a.put_repeating_value(cf(2), b"k3");
+        a.put(cf(1), b"k2", [7]);
+        a.put(cf(2), b"k3", [7]);
         a.delete(cf(0), b"gone");
-        a.put_repeating_value(cf(2), b"k4"); // after a delete: empty value
+        a.put(cf(2), b"k4", b"");
         let mut b = WriteBatch::default();
         b.reserve(2, 16);
         b.delete_range(cf(3), b"a", b"z");

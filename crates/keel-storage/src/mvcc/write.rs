@@ -448,17 +448,18 @@ impl<'s> WriteTxn<'s> {
             .map(|c| 3 * c.key.len() + 2 * (c.record.value.len() + RECORD_BYTES_MAX) + 16)
             .sum();
         batch.reserve(3 * changes.len() + 3, bytes + 64);
+        // one encoding per change, reused by every commit's change (no allocation per put)
+        let (mut key, mut record) = (Vec::new(), Vec::new());
         for change in &changes {
-            batch.put_with(
-                cfs.history,
-                |k| codec::history_key_into(&change.key, rev, k),
-                |v| change.record.encode_into(v),
-            );
+            key.clear();
+            codec::history_key_into(&change.key, rev, &mut key);
+            record.clear();
+            change.record.encode_into(&mut record);
+            batch.put(cfs.history, &key, &record);
             if change.record.tombstone {
                 batch.delete(cfs.kv, &change.key);
             } else {
-                // the history record just written is the latest version's record
-                batch.put_repeating_value(cfs.kv, &change.key);
+                batch.put(cfs.kv, &change.key, &record);
             }
             batch.put(
                 cfs.revs,

@@ -456,13 +456,7 @@ impl Consensus {
                 }
             };
             match reply {
-                Reply::NotLeader { leader } => {
-                    let next = leader.map(MemberId::new).filter(|l| *l != self.id);
-                    if next.is_none() || next == target {
-                        rt::sleep(FORWARD_RETRY_PAUSE).await;
-                    }
-                    target = next;
-                }
+                Reply::NotLeader { leader } => target = follow_hint(leader, target, self.id).await,
                 other => return Ok(other),
             }
         }
@@ -722,6 +716,22 @@ impl Consensus {
             tracing::warn!(error = %e, "raft task ended abnormally during shutdown");
         }
     }
+}
+
+/// The member to ask next after a "not leader" reply naming `hint` (while asking `target`;
+/// `None` = this member's own engine): the named leader if it is another member, else this
+/// member's engine again. Pauses first when that is no progress (no hint, or the same member
+/// again), so a cluster without a leader is not asked in a busy loop.
+pub(super) async fn follow_hint(
+    hint: Option<u64>,
+    target: Option<MemberId>,
+    me: MemberId,
+) -> Option<MemberId> {
+    let next = hint.map(MemberId::new).filter(|l| *l != me);
+    if next.is_none() || next == target {
+        rt::sleep(FORWARD_RETRY_PAUSE).await;
+    }
+    next
 }
 
 fn millis(d: Duration) -> u64 {

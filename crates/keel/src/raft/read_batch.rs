@@ -12,11 +12,10 @@
 //! saves a trip through the engine per read (openraft already shares the quorum
 //! confirmation between concurrent requests).
 
-use super::consensus::{raft_error, ConsensusConfig};
+use super::consensus::{follow_hint, raft_error, ConsensusConfig};
 use super::network::{Message, Network, PeerMessage, Reply};
 use super::{rt, Raft};
 use crate::error::NodeError;
-use crate::limits::FORWARD_RETRY_PAUSE;
 use keel_types::MemberId;
 use openraft::ReadPolicy;
 use std::sync::Arc;
@@ -93,13 +92,7 @@ async fn read_index(
         };
         match reply {
             Reply::ReadIndex(log_id) => return Ok(log_id.index),
-            Reply::NotLeader { leader } => {
-                let next = leader.map(MemberId::new).filter(|l| *l != id);
-                if next.is_none() || next == target {
-                    rt::sleep(FORWARD_RETRY_PAUSE).await;
-                }
-                target = next;
-            }
+            Reply::NotLeader { leader } => target = follow_hint(leader, target, id).await,
             other => {
                 return Err(NodeError::Network {
                     detail: format!("unexpected reply to read index: {other:?}"),
