@@ -242,6 +242,42 @@ async fn a_write_in_flight_when_the_leader_stops_is_applied_at_most_once() {
     }
 }
 
+/// Many writes made at once on a follower, all forwarded to the leader: each is applied once,
+/// with its own revision and its own value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_on_a_follower_are_each_applied_once() {
+    let net = InMemoryNetwork::new();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (leader, followers) = cluster_split_at_leader(&net, &dirs).await;
+    let first = leader.put(&b"c/start"[..], &b"-"[..]).await.unwrap();
+    let puts = (0..200).map(|i| followers[0].put(format!("c/{i:03}"), format!("v{i}")));
+    let written = futures::future::join_all(puts).await;
+    let mut revisions: Vec<_> = written
+        .iter()
+        .map(|w| w.as_ref().unwrap().header.revision.get())
+        .collect();
+    revisions.sort_unstable();
+    let start = first.header.revision.get();
+    assert_eq!(revisions, ((start + 1)..=(start + 200)).collect::<Vec<_>>());
+    let read = followers[1]
+        .range(
+            &RangeRequest::new(KeyRange::prefix(&b"c/0"[..])),
+            ReadConsistency::Linearizable,
+        )
+        .await
+        .unwrap();
+    assert_eq!(read.body.count, 100);
+    for kv in &read.body.kvs {
+        let i: usize = std::str::from_utf8(&kv.key[2..]).unwrap().parse().unwrap();
+        assert_eq!(kv.value.as_ref(), format!("v{i}").as_bytes());
+        assert_eq!(kv.version, 1);
+    }
+    leader.shutdown().await;
+    for n in &followers {
+        n.shutdown().await;
+    }
+}
+
 /// A leader that was shut down but is still reachable on the network answers "not served"
 /// (its handler no longer runs a node), so a follower resends its write to the next leader
 /// instead of failing it as "may or may not have been applied".
