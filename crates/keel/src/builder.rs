@@ -589,10 +589,7 @@ type Opened = (Arc<dyn Engine>, Option<ClusterId>);
 /// The RocksDB engine in `dir`, with the node's column families.
 #[cfg(feature = "rocksdb")]
 pub(crate) fn open_dir_engine(dir: &std::path::Path) -> Result<Arc<dyn Engine>, NodeError> {
-    let mut options = keel_storage::engine::RocksOptions::new(&Node::column_families());
-    // Applied entries stay in RocksDB's log buffer until the state machine flushes them once
-    // per applied run (invariant 2 of `raft::state_machine`); log appends until the log sync.
-    options.manual_wal_flush = true;
+    let options = keel_storage::engine::RocksOptions::new(&Node::column_families());
     Ok(Arc::new(keel_storage::engine::RocksEngine::open(
         dir, &options,
     )?))

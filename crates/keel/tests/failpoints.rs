@@ -230,9 +230,6 @@ impl Engine for DiesDuringInstall {
     fn sync(&self) -> keel_storage::Result<()> {
         self.inner.sync()
     }
-    fn flush(&self) -> keel_storage::Result<()> {
-        self.inner.flush()
-    }
     fn view(&self) -> keel_storage::Result<Box<dyn keel_storage::engine::ReadView + '_>> {
         self.inner.view()
     }

@@ -133,10 +133,6 @@ impl Engine for Faulty {
         }
         self.inner.sync()
     }
-    fn flush(&self) -> Result<(), StorageError> {
-        self.healthy()?;
-        self.inner.flush()
-    }
     fn view(&self) -> Result<Box<dyn ReadView + '_>, StorageError> {
         self.healthy()?;
         self.inner.view()

@@ -63,9 +63,6 @@ impl Engine for Disk {
     fn sync(&self) -> Result<(), StorageError> {
         self.0.sync()
     }
-    fn flush(&self) -> Result<(), StorageError> {
-        self.0.flush()
-    }
     fn view(&self) -> Result<Box<dyn ReadView + '_>, StorageError> {
         self.0.view()
     }

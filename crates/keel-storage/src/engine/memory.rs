@@ -238,12 +238,6 @@ impl Engine for MemEngine {
         Ok(())
     }
 
-    /// Buffered writes are in the written image already; only [`Engine::sync`] makes them
-    /// survive a simulated crash.
-    fn flush(&self) -> Result<()> {
-        self.poison.check()
-    }
-
     fn sync(&self) -> Result<()> {
         self.poison.check()?;
         if self.faults.lock().fail_syncs {

@@ -38,10 +38,8 @@ impl ColumnFamily {
 /// How durable a write must be before [`Engine::write`] returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
-    /// Written to the engine's log but not fsynced: it survives a process crash once
-    /// [`Engine::flush`] ran (at once, unless the engine buffers writes in the process, as
-    /// RocksDB does with [`RocksOptions::manual_wal_flush`]) and a machine crash once
-    /// [`Engine::sync`] ran; lost by a simulated crash of [`MemEngine`] until synced.
+    /// Written to the engine's log but not fsynced: survives a process crash only if the
+    /// OS flushes it; lost by a simulated crash of [`MemEngine`].
     Buffered,
     /// Fsynced (together with every buffered write before it) before returning.
     Synced,
@@ -300,16 +298,6 @@ pub trait Engine: Send + Sync + 'static {
     /// # Errors
     /// Poisoned store or engine failure (which poisons it).
     fn sync(&self) -> Result<()>;
-
-    /// Hand every buffered write to the operating system, without fsync: afterwards they
-    /// survive a crash of this process (not of the machine). An engine that holds buffered
-    /// writes in the process (RocksDB with [`RocksOptions::manual_wal_flush`]) writes them out
-    /// here; one whose buffered writes already reach the operating system on
-    /// [`Engine::write`] has nothing to do. A failure poisons the engine.
-    ///
-    /// # Errors
-    /// Poisoned store or engine failure (which poisons it).
-    fn flush(&self) -> Result<()>;
 
     /// A point-in-time view of the whole database.
     ///

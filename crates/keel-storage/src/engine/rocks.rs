@@ -20,12 +20,6 @@ pub struct RocksOptions {
     pub block_cache_bytes: usize,
     /// Background flush/compaction threads.
     pub background_jobs: i32,
-    /// Keep [`Durability::Buffered`] writes in RocksDB's in-process log buffer until
-    /// [`Engine::flush`], [`Engine::sync`] or a [`Durability::Synced`] write, instead of one
-    /// `write` system call per batch. Off by default: a process crash then loses the buffered
-    /// writes not yet flushed. The node turns it on and flushes once per applied run of
-    /// entries, before it answers their clients.
-    pub manual_wal_flush: bool,
 }
 
 impl RocksOptions {
@@ -39,7 +33,6 @@ impl RocksOptions {
             create_if_missing: true,
             block_cache_bytes: 64 << 20,
             background_jobs: 2,
-            manual_wal_flush: false,
         }
     }
 }
@@ -95,7 +88,6 @@ impl RocksEngine {
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(options.background_jobs);
         db_opts.set_bytes_per_sync(1 << 20);
-        db_opts.set_manual_wal_flush(options.manual_wal_flush);
         let cache = Cache::new_lru_cache(options.block_cache_bytes);
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&cache);
@@ -229,13 +221,6 @@ impl Engine for RocksEngine {
         self.db
             .flush_wal(true)
             .map_err(|e| self.poison.poison(io("fsync", &e)))
-    }
-
-    fn flush(&self) -> Result<()> {
-        self.poison.check()?;
-        self.db
-            .flush_wal(false)
-            .map_err(|e| self.poison.poison(io("flush", &e)))
     }
 
     fn view(&self) -> Result<Box<dyn ReadView + '_>> {

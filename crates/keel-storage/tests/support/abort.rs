@@ -40,9 +40,6 @@ impl<E: Engine> Engine for AbortAt<E> {
     fn sync(&self) -> Result<(), StorageError> {
         self.inner.sync()
     }
-    fn flush(&self) -> Result<(), StorageError> {
-        self.inner.flush()
-    }
     fn view(&self) -> Result<Box<dyn ReadView + '_>, StorageError> {
         self.inner.view()
     }

@@ -6,11 +6,7 @@
 //!    the marker never disagree, whatever crashes.
 //! 2. Apply commits [`Durability::Buffered`]: the entry is already synced in the log (same
 //!    engine, same WAL). After a crash the marker tells openraft where to resume, and it
-//!    replays the log from there. The engine is flushed (`Engine::flush`, no fsync) once
-//!    after each run of entries openraft hands to `apply`, and only then are their clients
-//!    answered: an acknowledged write's applied state survives a kill of the process, even
-//!    where the log that could replay it is dropped (`--force-new-cluster` keeps only the
-//!    applied state).
+//!    replays the log from there.
 //! 3. A refused request (compacted revision, key too large, ...) changes nothing but the
 //!    marker, identically on every member, and answers with the refusal.
 //! 4. A snapshot's point-in-time view is taken while the store's writer is held (no apply
@@ -450,18 +446,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Strm: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + Send,
     {
         let mut state = self.load_state()?;
-        let mut answers = Vec::new();
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let applied = self.apply_one(&entry, &mut state)?;
             if let Some(responder) = responder {
-                answers.push((responder, applied));
+                responder.send(applied);
             }
-        }
-        // Invariant 2: flushed before anyone is answered.
-        self.store.engine().flush().map_err(io_err)?;
-        for (responder, applied) in answers {
-            responder.send(applied);
         }
         Ok(())
     }
