@@ -250,7 +250,7 @@ async fn concurrent_writes_on_a_follower_are_each_applied_once() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let (leader, followers) = cluster_split_at_leader(&net, &dirs).await;
     let first = leader.put(&b"c/start"[..], &b"-"[..]).await.unwrap();
-    let puts = (0..200).map(|i| followers[0].put(format!("c/{i:03}"), format!("v{i}")));
+    let puts = (0..100).map(|i| followers[0].put(format!("c/{i:03}"), format!("v{i}")));
     let written = futures::future::join_all(puts).await;
     let mut revisions: Vec<_> = written
         .iter()
@@ -258,7 +258,7 @@ async fn concurrent_writes_on_a_follower_are_each_applied_once() {
         .collect();
     revisions.sort_unstable();
     let start = first.header.revision.get();
-    assert_eq!(revisions, ((start + 1)..=(start + 200)).collect::<Vec<_>>());
+    assert_eq!(revisions, ((start + 1)..=(start + 100)).collect::<Vec<_>>());
     let read = followers[1]
         .range(
             &RangeRequest::new(KeyRange::prefix(&b"c/0"[..])),
