@@ -60,8 +60,10 @@ start_cluster() {
   exit 1
 }
 
-keel_eps=$(start_cluster "$KEEL" 42379 keel)
-etcd_eps=$(start_cluster etcd 43379 etcd)
+# Below Linux's ephemeral port range (32768-60999): a port there can be held by an outgoing
+# connection of an earlier run, and a member that cannot listen dies at start.
+keel_eps=$(start_cluster "$KEEL" 22379 keel)
+etcd_eps=$(start_cluster etcd 23379 etcd)
 
 field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
 
