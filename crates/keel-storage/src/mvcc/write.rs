@@ -448,7 +448,7 @@ impl<'s> WriteTxn<'s> {
             .map(|c| 3 * c.key.len() + 2 * (c.record.value.len() + RECORD_BYTES_MAX) + 16)
             .sum();
         batch.reserve(3 * changes.len() + 3, bytes + 64);
-        // one encoding per change, reused by every commit's change (no allocation per put)
+        // each change is encoded once, into two buffers reused across this commit's changes
         let (mut key, mut record) = (Vec::new(), Vec::new());
         for change in &changes {
             key.clear();
