@@ -209,23 +209,58 @@ pub fn parse_history_key(bytes: &[u8]) -> Result<(Vec<u8>, Revision)> {
     Ok((key, Revision::new(!inv)))
 }
 
-/// `kv_revs` key of (main, sub).
-pub fn revs_key(main: Revision, sub: u32) -> [u8; 12] {
-    let mut out = [0u8; 12];
-    out[..8].copy_from_slice(&main.get().to_be_bytes());
-    out[8..].copy_from_slice(&sub.to_be_bytes());
-    out
+/// `kv_revs` key of main revision `main`: its entry lists every key the revision changed.
+pub fn revs_key(main: Revision) -> [u8; 8] {
+    main.get().to_be_bytes()
 }
 
-/// Parse a `kv_revs` key.
+/// Append one changed key to a `kv_revs` value (4-byte BE length, then the key). The value
+/// lists the revision's changes in sub order, so a key's sub position is its place in it.
+pub fn push_revs_key(key: &[u8], out: &mut Vec<u8>) {
+    // keys are bounded by the request limit (1.5 MiB by default), far below u32::MAX
+    let len = u32::try_from(key.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(key);
+}
+
+/// The changes a `kv_revs` entry lists, as (sub position, user key).
+pub type RevsChanges<'v> = Vec<(u32, &'v [u8])>;
+
+/// Parse a `kv_revs` entry into its main revision and its changes as (sub, user key).
+///
+/// Format 2 keys are the 8-byte main revision with the list of [`push_revs_key`] as value;
+/// format 1 had one entry per change, keyed by main and sub (12 bytes), the user key as value.
+/// Both are read, so a format 1 store opens without rewriting its index.
 ///
 /// # Errors
 /// [`StorageError::Corrupted`].
-pub fn parse_revs_key(bytes: &[u8]) -> Result<(Revision, u32)> {
-    if bytes.len() != 12 {
-        return Err(StorageError::corrupted("revision key", "expected 12 bytes"));
+pub fn parse_revs_entry<'v>(key: &[u8], value: &'v [u8]) -> Result<(Revision, RevsChanges<'v>)> {
+    match key.len() {
+        8 => {
+            let main = Revision::new(be_u64(key)?);
+            let mut changes = Vec::new();
+            let mut rest = value;
+            while !rest.is_empty() {
+                let len = be_u32(rest.get(..4).unwrap_or(rest))? as usize;
+                let body = rest
+                    .get(4..4 + len)
+                    .ok_or_else(|| StorageError::corrupted("revision entry", "truncated key"))?;
+                let sub = u32::try_from(changes.len())
+                    .map_err(|_| StorageError::corrupted("revision entry", "too many keys"))?;
+                changes.push((sub, body));
+                rest = &rest[4 + len..];
+            }
+            Ok((main, changes))
+        }
+        12 => Ok((
+            Revision::new(be_u64(&key[..8])?),
+            vec![(be_u32(&key[8..])?, value)],
+        )),
+        _ => Err(StorageError::corrupted(
+            "revision key",
+            "expected 8 or 12 bytes",
+        )),
     }
-    Ok((Revision::new(be_u64(&bytes[..8])?), be_u32(&bytes[8..])?))
 }
 
 /// Decode an 8-byte big-endian revision stored in `meta`.
@@ -304,6 +339,45 @@ mod tests {
         fn unescape_never_panics(b in proptest::collection::vec(any::<u8>(), 0..32)) {
             let _ = parse_history_key(&b);
         }
+
+        #[test]
+        fn revs_entry_round_trip(
+            main in any::<u64>(),
+            keys in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..12), 0..6),
+        ) {
+            let mut value = Vec::new();
+            for k in &keys {
+                push_revs_key(k, &mut value);
+            }
+            let (rev, changes) = parse_revs_entry(&revs_key(Revision::new(main)), &value).unwrap();
+            prop_assert_eq!(rev.get(), main);
+            prop_assert_eq!(changes.len(), keys.len());
+            for (i, ((sub, key), expected)) in changes.iter().zip(&keys).enumerate() {
+                prop_assert_eq!(*sub as usize, i);
+                prop_assert_eq!(*key, expected.as_slice());
+            }
+        }
+
+        #[test]
+        fn revs_entry_decode_never_panics(
+            key in proptest::collection::vec(any::<u8>(), 0..14),
+            value in proptest::collection::vec(any::<u8>(), 0..32),
+        ) {
+            let _ = parse_revs_entry(&key, &value);
+        }
+    }
+
+    #[test]
+    fn format_1_revs_entries_still_parse() {
+        let mut key = 9u64.to_be_bytes().to_vec();
+        key.extend_from_slice(&3u32.to_be_bytes());
+        let (rev, changes) = parse_revs_entry(&key, b"user-key").unwrap();
+        assert_eq!(rev.get(), 9);
+        assert_eq!(changes, vec![(3, &b"user-key"[..])]);
+        assert!(parse_revs_entry(&key[..11], b"user-key").is_err());
+        // a length running past the value is corruption, not a panic
+        assert!(parse_revs_entry(&key[..8], &[0, 0, 0, 9, b'a']).is_err());
+        assert!(parse_revs_entry(&key[..8], &[0, 0]).is_err());
     }
 
     #[test]

@@ -1,38 +1,49 @@
-//! Physical layout of the MVCC keyspace (format version 1).
+//! Physical layout of the MVCC keyspace (format version 2).
 //!
-//! Four column families, all written in the same batch per revision:
+//! Three column families, all written in the same batch per revision:
 //!
 //! ```text
-//! kv          user key                      -> Record      latest live version of each key
 //! kv_history  esc(user key) ++ !main (8 BE) -> Record      every kept version, newest first
-//! kv_revs     main (8 BE) ++ sub (4 BE)     -> user key    one entry per change, revision order
+//! kv_revs     main (8 BE)                   -> key list    the keys each revision changed
 //! meta        name                          -> value       see the META_* keys below
 //! ```
 //!
 //! `esc` is an order-preserving, prefix-free escape: byte `0x00` becomes `0x00 0xff` and the
 //! key ends with `0x00 0x01`. So `kv_history` is ordered by (user key ascending, revision
 //! descending): the version of `k` visible at revision `R` is the first entry at or after
-//! `esc(k) ++ !R`. Nothing has to be rebuilt at open: reads at the latest revision use `kv`,
-//! reads at older revisions and compaction use `kv_history`, watch catch-up uses `kv_revs`.
+//! `esc(k) ++ !R`, and its latest version is the first entry at or after `esc(k)`. Nothing
+//! has to be rebuilt at open: every read seeks `kv_history` (the writer keeps a bounded
+//! cache of recently written keys' latest versions), watch catch-up and compaction walk
+//! `kv_revs`. A `kv_revs` value lists the revision's changed keys in sub order (4-byte BE
+//! length, then the key; see [`crate::codec::push_revs_key`]).
+//!
+//! A put writes one record per key plus one `kv_revs` entry and the revision marker per
+//! revision, so a batch of puts costs little more than the same puts in plain RocksDB.
 //!
 //! A key is written at most once per main revision (txns refuse duplicate keys), so
 //! (key, main) identifies a version; the sub position is kept in the record.
+//!
+//! Format 1 also kept each key's latest version in a `kv` family and one `kv_revs` entry per
+//! change, keyed by (main, sub). A format 1 store opens as format 2: its `kv_revs` entries
+//! still parse ([`crate::codec::parse_revs_entry`]), and its `kv` family is left unread
+//! (RocksDB opens every family a directory holds).
 
-/// Latest live version of each key.
-pub const KV_CF: &str = "kv";
 /// Every kept version of each key, newest first.
 pub const HISTORY_CF: &str = "kv_history";
-/// One entry per change in revision order (watch replay, compaction).
+/// The keys each revision changed, in revision order (watch replay, compaction).
 pub const REVS_CF: &str = "kv_revs";
 /// Store metadata.
 pub const META_CF: &str = "meta";
 
 /// Every column family the MVCC store needs; pass them (with other crates' families) when
 /// opening the engine.
-pub const COLUMN_FAMILIES: [&str; 4] = [KV_CF, HISTORY_CF, REVS_CF, META_CF];
+pub const COLUMN_FAMILIES: [&str; 3] = [HISTORY_CF, REVS_CF, META_CF];
 
 /// Format version of the layout, stored under [`META_FORMAT`].
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
+
+/// The earlier format a store of this version still opens (see the module docs).
+pub const FORMAT_VERSION_1: u8 = 1;
 
 /// `meta` key: format version (1 byte).
 pub const META_FORMAT: &[u8] = b"format";

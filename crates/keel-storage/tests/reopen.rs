@@ -190,3 +190,118 @@ fn puts_after_snapshot_install_see_the_installed_versions() {
     assert_eq!(b.range(&all).unwrap(), a.range(&all).unwrap());
     assert_eq!(b.hash_kv(None).unwrap(), a.hash_kv(None).unwrap());
 }
+
+/// Write a format 1 store: key `a` put at revisions 2 ("old") and 3 ("new"), a stale `kv`
+/// record, one `kv_revs` entry per change keyed by (main, sub).
+fn write_format_1_store(dir: &std::path::Path) {
+    use keel_storage::codec::{history_key, Record};
+    use keel_storage::schema;
+    let mut families = MvccStore::COLUMN_FAMILIES.to_vec();
+    families.push("kv");
+    let engine = RocksEngine::open(dir, &RocksOptions::new(&families)).unwrap();
+    let cf = |name: &str| keel_storage::engine::Engine::column_family(&engine, name).unwrap();
+    let (kv, history, revs, meta) = (cf("kv"), cf("kv_history"), cf("kv_revs"), cf("meta"));
+    let version = |rev: u64, version: u64, value: &str| Record {
+        create_revision: Revision::new(2),
+        mod_revision: Revision::new(rev),
+        sub: 0,
+        version,
+        lease: None,
+        value: bytes::Bytes::copy_from_slice(value.as_bytes()),
+        tombstone: false,
+    };
+    let mut batch = keel_storage::engine::WriteBatch::default();
+    for (rev, ver, value) in [(2u64, 1u64, "old"), (3, 2, "new")] {
+        batch.put(
+            history,
+            history_key(b"a", Revision::new(rev)),
+            version(rev, ver, value).encode(),
+        );
+        let mut revs_key = rev.to_be_bytes().to_vec();
+        revs_key.extend_from_slice(&0u32.to_be_bytes());
+        batch.put(revs, revs_key, b"a");
+    }
+    // a stale latest-version record: format 2 must read the history instead
+    batch.put(kv, b"a", version(2, 1, "stale").encode());
+    batch.put(meta, schema::META_FORMAT, [schema::FORMAT_VERSION_1]);
+    batch.put(meta, schema::META_REVISION, 3u64.to_be_bytes());
+    keel_storage::engine::Engine::write(&engine, batch, Durability::Synced).unwrap();
+}
+
+fn entries(engine: &dyn keel_storage::engine::Engine, family: &str) -> Vec<Vec<u8>> {
+    let view = engine.view().unwrap();
+    let mut out = Vec::new();
+    view.scan(
+        engine.column_family(family).unwrap(),
+        keel_storage::engine::ScanBounds::forward(&[], None),
+        &mut |_, v| {
+            out.push(v.to_vec());
+            Ok(std::ops::ControlFlow::Continue(()))
+        },
+    )
+    .unwrap();
+    out
+}
+
+/// A store written in format 1 (a `kv` family with each key's latest version, one `kv_revs`
+/// entry per change) opens as format 2: reads, watch history, compaction and new writes work
+/// on it, and the old `kv` family is no longer read.
+#[test]
+fn a_format_1_store_opens_and_keeps_working() {
+    use keel_storage::codec::Record;
+    use keel_storage::schema;
+
+    let dir = tempfile::tempdir().unwrap();
+    write_format_1_store(dir.path());
+    let store = open(dir.path());
+    let got = store.range(&RangeRequest::new(KeyRange::key("a"))).unwrap();
+    assert_eq!(got.kvs.len(), 1);
+    assert_eq!(got.kvs[0].value.as_ref(), b"new");
+    assert_eq!(got.kvs[0].version, 2);
+    let (events, covered) = store
+        .history(
+            &KeyRange::key("a"),
+            Revision::new(2),
+            Revision::new(3),
+            true,
+            100,
+        )
+        .unwrap();
+    assert_eq!(covered, Revision::new(3));
+    let values: Vec<_> = events.iter().map(|e| e.kv.value.clone()).collect();
+    assert_eq!(values, vec!["old", "new"]);
+    assert_eq!(events[1].prev_kv.as_ref().unwrap().value.as_ref(), b"old");
+
+    // a write adds a format 2 entry after the format 1 ones
+    let put = store.put(PutRequest::new("a", "newer")).unwrap();
+    assert_eq!(put.revision, Revision::new(4));
+    let (events, _) = store
+        .history(
+            &KeyRange::key("a"),
+            Revision::new(3),
+            Revision::new(4),
+            false,
+            100,
+        )
+        .unwrap();
+    let revisions: Vec<_> = events.iter().map(|e| e.kv.mod_revision.get()).collect();
+    assert_eq!(revisions, vec![3, 4]);
+
+    // compaction walks both kinds of index entries and keeps only the latest version
+    store.compact(Revision::new(4), true).unwrap();
+    let engine = store.engine().as_ref();
+    let left: Vec<_> = entries(engine, "kv_history")
+        .iter()
+        .map(|v| Record::decode(v).unwrap().mod_revision.get())
+        .collect();
+    assert_eq!(left, vec![4]);
+    assert!(
+        entries(engine, "kv_revs").is_empty(),
+        "compaction at 4 removes the index entries up to 4"
+    );
+    let view = engine.view().unwrap();
+    let format = view
+        .get(engine.column_family("meta").unwrap(), schema::META_FORMAT)
+        .unwrap();
+    assert_eq!(format, Some(vec![schema::FORMAT_VERSION]));
+}

@@ -1,11 +1,13 @@
 //! The writer's bounded cache of the latest version of recently written keys.
 //!
 //! Lives in [`super::store::WriterState`], so only the holder of the writer lock reads or
-//! changes it. Invariant: for every cached key, the entry equals what `kv` holds for it
-//! (`None` = no live version). It is maintained after every successful commit (the changed
-//! keys get their new version), emptied when a commit fails and when a snapshot is
-//! installed, and starts empty at open. Compaction never changes `kv`, so it leaves the
-//! cache alone. Values are copied into the cache, so it never pins a caller's larger buffer.
+//! changes it. Invariant: for every cached key, the entry equals the key's latest live
+//! version in `kv_history` (`None` = no live version: no entry, or a deletion newest). It is
+//! maintained after every successful commit (the changed keys get their new version),
+//! emptied when a commit fails and when a snapshot is installed, and starts empty at open.
+//! Compaction removes only superseded versions and deletions, never a key's live newest
+//! version, so it leaves the cache alone. Values are copied into the cache, so it never
+//! pins a caller's larger buffer.
 
 use crate::codec::Record;
 use crate::limits::{LATEST_CACHE_BYTES_MAX, LATEST_CACHE_ENTRIES_MAX};

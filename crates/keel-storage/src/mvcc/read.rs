@@ -16,7 +16,6 @@ pub(crate) type RecordVisitor<'v> = dyn FnMut(&[u8], Record) -> Result<ControlFl
 /// Handles of the MVCC column families.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Cfs {
-    pub kv: ColumnFamily,
     pub history: ColumnFamily,
     pub revs: ColumnFamily,
     pub meta: ColumnFamily,
@@ -25,7 +24,6 @@ pub(crate) struct Cfs {
 impl Cfs {
     pub(crate) fn resolve(engine: &dyn Engine) -> Result<Self> {
         Ok(Cfs {
-            kv: engine.column_family(schema::KV_CF)?,
             history: engine.column_family(schema::HISTORY_CF)?,
             revs: engine.column_family(schema::REVS_CF)?,
             meta: engine.column_family(schema::META_CF)?,
@@ -95,12 +93,14 @@ pub(crate) fn to_kv_shared(key: &Bytes, rec: &Record) -> KeyValue {
     }
 }
 
-/// The latest live version of `key` (from `kv`).
+/// The latest live version of `key`: its newest `kv_history` entry, unless that is a
+/// deletion.
 pub(crate) fn latest(view: &dyn ReadView, cfs: Cfs, key: &[u8]) -> Result<Option<Record>> {
-    view.get(cfs.kv, key)?
-        .map(|b| Record::decode(&b))
-        .transpose()
+    Ok(version_at(view, cfs, key, LATEST)?.filter(|r| !r.tombstone))
 }
+
+/// A revision above every revision a store holds: reading "at" it reads the latest versions.
+const LATEST: Revision = Revision::new(u64::MAX);
 
 /// The newest version of `key` with main revision <= `rev`, tombstones included.
 pub(crate) fn version_at(
@@ -135,24 +135,15 @@ pub(crate) fn scan_live(
         return Ok(());
     }
     if let KeyRange::Key(k) = range {
-        let rec = match rev {
-            None => latest(view, cfs, k)?,
-            Some(r) => version_at(view, cfs, k, r)?.filter(|r| !r.tombstone),
-        };
+        let rec = version_at(view, cfs, k, rev.unwrap_or(LATEST))?.filter(|r| !r.tombstone);
         if let Some(rec) = rec {
             let _ = visit(k, rec)?;
         }
         return Ok(());
     }
     let end = range.end();
-    match rev {
-        None => view.scan(
-            cfs.kv,
-            ScanBounds::forward(range.start(), end.as_deref()),
-            &mut |k, v| visit(k, Record::decode(v)?),
-        ),
-        Some(at) => scan_history_at(view, cfs, range.start(), end.as_deref(), at, visit),
-    }
+    let at = rev.unwrap_or(LATEST);
+    scan_history_at(view, cfs, range.start(), end.as_deref(), at, visit)
 }
 
 fn scan_history_at(

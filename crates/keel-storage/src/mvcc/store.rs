@@ -87,7 +87,7 @@ impl std::fmt::Debug for MvccStore {
 
 impl MvccStore {
     /// The column families to register when opening the engine.
-    pub const COLUMN_FAMILIES: [&'static str; 4] = schema::COLUMN_FAMILIES;
+    pub const COLUMN_FAMILIES: [&'static str; 3] = schema::COLUMN_FAMILIES;
 
     /// Open the store on `engine` with default limits; convenience writes are synced.
     ///
@@ -133,6 +133,7 @@ impl MvccStore {
         }
         match view.get(cfs.meta, schema::META_FORMAT)? {
             Some(v) if v.as_slice() == [schema::FORMAT_VERSION] => {}
+            Some(v) if v.as_slice() == [schema::FORMAT_VERSION_1] => {}
             Some(v) => {
                 return Err(StorageError::corrupted(
                     "store format",
@@ -322,29 +323,35 @@ impl MvccStore {
             return Ok(true);
         }
         let view = self.engine.view()?;
-        let lower = codec::revs_key(writer.compact_finished.next(), 0);
-        let upper = codec::revs_key(target.next(), 0);
-        let mut entries: Vec<(Vec<u8>, Revision, Vec<u8>)> = Vec::new();
+        let lower = codec::revs_key(writer.compact_finished.next());
+        let upper = codec::revs_key(target.next());
+        // whole revisions: (revs entry key, the keys it lists)
+        let mut entries: Vec<(Vec<u8>, Vec<Vec<u8>>)> = Vec::new();
+        let mut keys = 0usize;
         let mut last_rev = writer.compact_finished;
         view.scan(
             self.cfs.revs,
             ScanBounds::forward(&lower, Some(&upper)),
             &mut |k, v| {
-                let (rev, _) = codec::parse_revs_key(k)?;
-                if entries.len() >= keys_max && rev != last_rev {
+                let (rev, changes) = codec::parse_revs_entry(k, v)?;
+                if keys >= keys_max && rev != last_rev {
                     return Ok(ControlFlow::Break(()));
                 }
                 last_rev = rev;
-                entries.push((k.to_vec(), rev, v.to_vec()));
+                keys += changes.len();
+                let listed = changes.into_iter().map(|(_, key)| key.to_vec()).collect();
+                entries.push((k.to_vec(), listed));
                 Ok(ControlFlow::Continue(()))
             },
         )?;
-        let done = entries.len() < keys_max || last_rev >= target;
+        let done = keys < keys_max || last_rev >= target;
         let finished = if done { target } else { last_rev };
         let mut batch = WriteBatch::default();
-        for (revs_key, _, user_key) in &entries {
-            batch.delete(self.cfs.revs, revs_key.clone());
-            self.drop_superseded(view.as_ref(), &mut batch, user_key, target)?;
+        for (revs_key, user_keys) in &entries {
+            batch.delete(self.cfs.revs, revs_key);
+            for user_key in user_keys {
+                self.drop_superseded(view.as_ref(), &mut batch, user_key, target)?;
+            }
         }
         batch.put(
             self.cfs.meta,
@@ -455,8 +462,8 @@ impl MvccStore {
             });
         }
         let to = to.min(revs.current);
-        let lower = codec::revs_key(from, 0);
-        let upper = codec::revs_key(to.next(), 0);
+        let lower = codec::revs_key(from);
+        let upper = codec::revs_key(to.next());
         let mut events = Vec::new();
         let mut covered = from.prev();
         let mut pending_rev = None;
@@ -464,8 +471,8 @@ impl MvccStore {
         view.scan(
             self.cfs.revs,
             ScanBounds::forward(&lower, Some(&upper)),
-            &mut |k, user_key| {
-                let (rev, sub) = codec::parse_revs_key(k)?;
+            &mut |k, v| {
+                let (rev, changes) = codec::parse_revs_entry(k, v)?;
                 if pending_rev != Some(rev) {
                     if let Some(done) = pending_rev {
                         if events.len() >= events_max {
@@ -476,29 +483,11 @@ impl MvccStore {
                     }
                     pending_rev = Some(rev);
                 }
-                if !range.contains(user_key) {
-                    return Ok(ControlFlow::Continue(()));
+                for (sub, user_key) in changes {
+                    if range.contains(user_key) {
+                        events.push(self.event_at(view.as_ref(), user_key, rev, sub, prev_kv)?);
+                    }
                 }
-                let rec = read::version_at(view.as_ref(), self.cfs, user_key, rev)?
-                    .filter(|r| r.mod_revision == rev)
-                    .ok_or_else(|| StorageError::corrupted("history", "missing version"))?;
-                let prev = if prev_kv {
-                    read::version_at(view.as_ref(), self.cfs, user_key, rev.prev())?
-                        .filter(|r| !r.tombstone)
-                        .map(|r| read::to_kv(user_key, &r))
-                } else {
-                    None
-                };
-                events.push(Event {
-                    kind: if rec.tombstone {
-                        EventKind::Delete
-                    } else {
-                        EventKind::Put
-                    },
-                    kv: read::to_kv(user_key, &rec),
-                    prev_kv: prev,
-                    sub,
-                });
                 Ok(ControlFlow::Continue(()))
             },
         )?;
@@ -506,5 +495,36 @@ impl MvccStore {
             covered = to.max(covered);
         }
         Ok((events, covered))
+    }
+
+    /// The event of `key`'s change at `rev` (sub position `sub`), read from `kv_history`.
+    fn event_at(
+        &self,
+        view: &dyn crate::engine::ReadView,
+        user_key: &[u8],
+        rev: Revision,
+        sub: u32,
+        prev_kv: bool,
+    ) -> Result<Event> {
+        let rec = read::version_at(view, self.cfs, user_key, rev)?
+            .filter(|r| r.mod_revision == rev)
+            .ok_or_else(|| StorageError::corrupted("history", "missing version"))?;
+        let prev = if prev_kv {
+            read::version_at(view, self.cfs, user_key, rev.prev())?
+                .filter(|r| !r.tombstone)
+                .map(|r| read::to_kv(user_key, &r))
+        } else {
+            None
+        };
+        Ok(Event {
+            kind: if rec.tombstone {
+                EventKind::Delete
+            } else {
+                EventKind::Put
+            },
+            kv: read::to_kv(user_key, &rec),
+            prev_kv: prev,
+            sub,
+        })
     }
 }

@@ -442,31 +442,26 @@ impl<'s> WriteTxn<'s> {
         let mut batch = std::mem::take(&mut self.batch);
         let changes = std::mem::take(&mut self.changes);
         let mut events = Vec::with_capacity(changes.len());
-        // per change: two records (history, kv) and the revs entry holding the key
+        // per change one history record; one revs entry lists the revision's keys
         let bytes: usize = changes
             .iter()
-            .map(|c| 3 * c.key.len() + 2 * (c.record.value.len() + RECORD_BYTES_MAX) + 16)
+            .map(|c| 2 * c.key.len() + c.record.value.len() + RECORD_BYTES_MAX + 16)
             .sum();
-        batch.reserve(3 * changes.len() + 3, bytes + 64);
-        // each change is encoded once, into two buffers reused across this commit's changes
+        batch.reserve(changes.len() + 4, bytes + 64);
+        // each change is encoded once, into buffers reused across this commit's changes
         let (mut key, mut record) = (Vec::new(), Vec::new());
+        let mut revs = Vec::with_capacity(changes.iter().map(|c| c.key.len() + 4).sum());
         for change in &changes {
             key.clear();
             codec::history_key_into(&change.key, rev, &mut key);
             record.clear();
             change.record.encode_into(&mut record);
             batch.put(cfs.history, &key, &record);
-            if change.record.tombstone {
-                batch.delete(cfs.kv, &change.key);
-            } else {
-                batch.put(cfs.kv, &change.key, &record);
-            }
-            batch.put(
-                cfs.revs,
-                codec::revs_key(rev, change.record.sub),
-                &change.key,
-            );
+            codec::push_revs_key(&change.key, &mut revs);
             events.push(to_event(change));
+        }
+        if !changes.is_empty() {
+            batch.put(cfs.revs, codec::revs_key(rev), &revs);
         }
         let new_rev = if events.is_empty() {
             self.writer.current
@@ -491,7 +486,7 @@ impl<'s> WriteTxn<'s> {
                 return Err(e);
             }
         }
-        // in change order, so a key changed twice ends with its last version, as `kv` does
+        // in change order, so a key changed twice ends with its last version
         for change in &changes {
             let live = (!change.record.tombstone).then_some(&change.record);
             self.writer.latest.set(&change.key, live);

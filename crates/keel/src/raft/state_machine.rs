@@ -129,13 +129,12 @@ impl std::fmt::Debug for StateMachine {
 
 /// The column families a snapshot carries: all replicated state (the MVCC keyspace, the
 /// member records and the lease records), never the log.
-pub(crate) const STATE_COLUMN_FAMILIES: [&str; 7] = {
+pub(crate) const STATE_COLUMN_FAMILIES: [&str; 6] = {
     let kv = MvccStore::COLUMN_FAMILIES;
     [
         kv[0],
         kv[1],
         kv[2],
-        kv[3],
         MEMBERS_CF,
         keel_lease::LEASE_CF,
         keel_auth::AUTH_CF,
