@@ -330,11 +330,13 @@ impl NodeBuilder {
     }
 
     /// Disaster recovery (etcd's `--force-new-cluster`): start from this member's data
-    /// directory as the only member of its cluster, whatever the membership was. The keyspace,
-    /// leases, member id and cluster id are kept; the Raft log, the vote and the member records
-    /// are dropped (entries committed elsewhere but not yet applied here are lost, as they are
-    /// when etcd forces a new cluster). Other members' data must then be discarded and the
-    /// members re-added. Ignores [`NodeBuilder::join_existing`] and the initial members.
+    /// directory as the only member of its cluster, whatever the membership was. First the
+    /// entries this member's log holds up to its persisted commit index are applied (as etcd
+    /// applies its WAL up to the hard state's commit); then the Raft log, the vote and the
+    /// member records are dropped. The keyspace, leases, member id and cluster id are kept.
+    /// Entries this member held but had not learned were committed are lost, as they are when
+    /// etcd forces a new cluster. Other members' data must then be discarded and the members
+    /// re-added. Ignores [`NodeBuilder::join_existing`] and the initial members.
     ///
     /// # Examples
     /// ```
@@ -388,17 +390,14 @@ impl NodeBuilder {
         let network = self.network.clone().unwrap_or_else(|| Arc::new(NoNetwork));
         let metrics = Arc::new(self.metrics());
         let lessor = self.lessor_config_or_default();
-        let (engine, kept_cluster_id) = open_engine(self.storage, self.force_new_cluster)?;
+        let engine = open_engine(self.storage)?;
         let (store, log) = open_store_and_log(&engine, self.mvcc_limits)?;
         let lease = Arc::new(open_lease(engine.as_ref(), lessor, &self.clock)?);
         let auth = Arc::new(open_auth(engine.as_ref(), &self.clock, self.auth.clone())?);
+        let (log, kept_cluster_id) =
+            force_reset(self.force_new_cluster, &store, log, &lease, &metrics, &auth)?;
         let cluster_id = match &join {
-            None => {
-                let id = kept_cluster_id
-                    .unwrap_or_else(|| keel_membership::cluster_id_of(members.keys().copied()));
-                check_cluster_id(&log, id)?;
-                id
-            }
+            None => first_cluster_id(&log, kept_cluster_id, &members)?,
             Some(contacts) => {
                 join_cluster(
                     &log,
@@ -582,10 +581,6 @@ async fn join_cluster(
     Ok(cluster_id)
 }
 
-/// Open the engine; with `force_new_cluster`, reset it (see
-/// [`NodeBuilder::force_new_cluster`]) and return the cluster id it recorded.
-type Opened = (Arc<dyn Engine>, Option<ClusterId>);
-
 /// The RocksDB engine in `dir`, with the node's column families.
 #[cfg(feature = "rocksdb")]
 pub(crate) fn open_dir_engine(dir: &std::path::Path) -> Result<Arc<dyn Engine>, NodeError> {
@@ -606,19 +601,54 @@ pub(crate) fn open_dir_engine(dir: &std::path::Path) -> Result<Arc<dyn Engine>, 
         ),
     })
 }
-fn open_engine(storage: Storage, force_new_cluster: bool) -> Result<Opened, NodeError> {
+/// With `force` (`--force-new-cluster`): apply the log up to its persisted commit index, then
+/// drop the log, the vote and the member records (see [`NodeBuilder::force_new_cluster`]),
+/// and return the reopened (empty) log and the cluster id the old log recorded. Without,
+/// return `log` as it is.
+fn force_reset(
+    force: bool,
+    store: &Arc<MvccStore>,
+    log: Arc<DurableLog>,
+    lease: &Arc<crate::lease::LeaseState>,
+    metrics: &Arc<crate::metrics::Metrics>,
+    auth: &Arc<crate::auth::AuthGate>,
+) -> Result<(Arc<DurableLog>, Option<ClusterId>), NodeError> {
+    if !force {
+        return Ok((log, None));
+    }
+    let recorded = crate::node::recorded_cluster_id(&log)?;
+    // The id only names the cluster in member records, which the reset drops.
+    let id = recorded.unwrap_or(ClusterId::new(0));
+    let applied = crate::raft::apply_committed_offline(store, &log, id, lease, metrics, auth)?;
+    tracing::info!(applied, "forcing a new cluster: applied the committed log");
+    let engine = store.engine();
+    drop(log);
+    crate::node::force_reset(engine)?;
+    // the log's bounds changed underneath the old handle
+    let log = Arc::new(DurableLog::open(Arc::clone(engine))?);
+    Ok((log, recorded))
+}
+
+/// The engine the builder's storage names, with the node's column families.
+fn open_engine(storage: Storage) -> Result<Arc<dyn Engine>, NodeError> {
     let cfs = Node::column_families();
-    let engine: Arc<dyn Engine> = match storage {
+    Ok(match storage {
         Storage::Memory => Arc::new(MemEngine::new(&cfs)),
         Storage::Engine(e) => e,
         Storage::Dir(dir) => open_dir_engine(&dir)?,
-    };
-    let kept = if force_new_cluster {
-        crate::node::force_reset(&engine)?
-    } else {
-        None
-    };
-    Ok((engine, kept))
+    })
+}
+
+/// The cluster id of a member not joining: the one a forced new cluster kept, else the
+/// initial members' (checked against the recorded one, see [`check_cluster_id`]).
+fn first_cluster_id(
+    log: &DurableLog,
+    kept: Option<ClusterId>,
+    members: &BTreeMap<MemberId, MemberNode>,
+) -> Result<ClusterId, NodeError> {
+    let id = kept.unwrap_or_else(|| keel_membership::cluster_id_of(members.keys().copied()));
+    check_cluster_id(log, id)?;
+    Ok(id)
 }
 
 /// Record the cluster id on first start; refuse data of another cluster afterwards.

@@ -35,7 +35,7 @@ pub use auth::AuthStatus;
 pub use lease::{LeaseGrant, LeaseKeepAlive};
 pub use maintenance::SnapshotExport;
 pub use quota::Alarm;
-pub(crate) use restore::force_reset;
+pub(crate) use restore::{force_reset, recorded_cluster_id};
 pub use restore::{snapshot_summary, SnapshotSummary};
 
 /// A member of a keel cluster: etcd's KV API on a replicated, linearizable MVCC store.

@@ -88,20 +88,22 @@ fn install(
     })
 }
 
-/// Drop the Raft log (vote included), the applied position and the member records of the
-/// state on `engine`, for `--force-new-cluster`; the recorded cluster id, if any, is returned
-/// to be kept.
-pub(crate) fn force_reset(engine: &Arc<dyn Engine>) -> Result<Option<ClusterId>, NodeError> {
-    let log = DurableLog::open(Arc::clone(engine))?;
-    let cluster_id = match log.meta(crate::builder::META_CLUSTER_ID)? {
-        Some(bytes) => Some(crate::codec::decode("cluster id", &bytes)?),
-        None => None,
-    };
+/// The cluster id recorded in `log`'s metadata, if any.
+pub(crate) fn recorded_cluster_id(log: &DurableLog) -> Result<Option<ClusterId>, NodeError> {
+    match log.meta(crate::builder::META_CLUSTER_ID)? {
+        Some(bytes) => Ok(Some(crate::codec::decode("cluster id", &bytes)?)),
+        None => Ok(None),
+    }
+}
+
+/// Drop the Raft log (vote and metadata included), the applied position and the member
+/// records of the state on `engine`, for `--force-new-cluster`, once the committed entries
+/// are applied (see [`crate::NodeBuilder::force_new_cluster`]).
+pub(crate) fn force_reset(engine: &Arc<dyn Engine>) -> Result<(), NodeError> {
     let mut reset = state_reset(engine)?;
     reset.delete_range(engine.column_family(LOG_CF)?, Vec::new(), vec![0xff; 16]);
     engine.write(reset, Durability::Synced)?;
-    log.save_meta(crate::raft::META_ADOPTED_STATE, &[1], Durability::Synced)?;
-    Ok(cluster_id)
+    mark_adopted(engine)
 }
 
 /// Record that the state machine holds state the (empty) log does not explain.

@@ -25,7 +25,7 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
 const META_PURGED: &str = "purged_log_id";
-const META_COMMITTED: &str = "committed_log_id";
+pub(super) const META_COMMITTED: &str = "committed_log_id";
 
 /// The Raft log on a [`DurableLog`]; cheap to clone (the reader is a clone).
 #[derive(Clone)]
@@ -144,10 +144,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
-        match self.log.meta(META_COMMITTED).map_err(io_err)? {
-            Some(b) => decode_io("committed log id", &b),
-            None => Ok(None),
-        }
+        persisted_committed(&self.log)
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
@@ -192,5 +189,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         (self.log)
             .purge_to_with_meta(log_id.index, Some((META_PURGED, &bytes)))
             .map_err(io_err)
+    }
+}
+
+/// The committed log id `log` last persisted (openraft's `save_committed`), if any.
+pub(super) fn persisted_committed(log: &DurableLog) -> io::Result<Option<LogId>> {
+    match log.meta(META_COMMITTED).map_err(io_err)? {
+        Some(b) => decode_io("committed log id", &b),
+        None => Ok(None),
     }
 }

@@ -4,6 +4,8 @@
 //! this folder.
 
 mod consensus;
+#[cfg(all(test, feature = "rocksdb"))]
+mod force_tests;
 mod forward;
 mod lease_driver;
 mod log_store;
@@ -29,6 +31,41 @@ pub use network::{Network, PeerHandler, PeerMessage, PeerReply, SendFuture};
 pub(crate) use network::{NoNetwork, PeerService};
 pub use rt::RuntimeClock;
 pub(crate) use state_machine::STATE_COLUMN_FAMILIES;
+
+/// For `--force-new-cluster`, before the log is dropped: apply the entries the log holds up
+/// to its persisted commit index that the state machine has not applied yet (see
+/// `StateMachine::apply_committed_offline`); returns how many.
+///
+/// # Errors
+/// [`crate::NodeError::Raft`] for an undecodable or missing committed entry, a storage
+/// failure while applying.
+pub(crate) fn apply_committed_offline(
+    store: &std::sync::Arc<keel_storage::MvccStore>,
+    log: &keel_storage::DurableLog,
+    cluster_id: keel_types::ClusterId,
+    lease: &std::sync::Arc<crate::lease::LeaseState>,
+    metrics: &std::sync::Arc<crate::metrics::Metrics>,
+    auth: &std::sync::Arc<crate::auth::AuthGate>,
+) -> Result<u64, crate::NodeError> {
+    use std::sync::Arc;
+    let snapshots = Arc::new(keel_storage::snapshot_store::SnapshotStore::open(
+        Arc::clone(store.engine()),
+    )?);
+    let machine = state_machine::StateMachine::new(
+        Arc::clone(store),
+        cluster_id,
+        Arc::new(|| {}),
+        Arc::clone(lease),
+        Arc::clone(metrics),
+        Arc::clone(auth),
+        snapshots,
+    );
+    machine
+        .apply_committed_offline(log)
+        .map_err(|e| crate::NodeError::Raft {
+            detail: format!("apply the committed log before forcing a new cluster: {e}"),
+        })
+}
 
 use crate::request::{Applied, Request};
 

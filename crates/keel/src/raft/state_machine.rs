@@ -46,7 +46,7 @@ use keel_membership::{persist, Cluster};
 use keel_storage::engine::Durability;
 use keel_storage::mvcc::WriteTxn;
 use keel_storage::snapshot_store::{SnapshotStore, StoredStream};
-use keel_storage::{MvccStore, StorageError};
+use keel_storage::{DurableLog, MvccStore, StorageError};
 use keel_types::ClusterId;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::EntryPayload;
@@ -211,6 +211,41 @@ impl StateMachine {
             Some(bytes) => decode_io("applied state", &bytes),
             None => Ok(AppliedState::default()),
         }
+    }
+
+    /// Apply, with the engine not running, every entry of `log` that its persisted commit
+    /// index covers and this state machine has not applied yet; returns how many. etcd's
+    /// `--force-new-cluster` applies its WAL up to the hard state's commit index before it
+    /// rewrites the membership, so the entries committed elsewhere that this member knew
+    /// committed survive the log being dropped.
+    pub(crate) fn apply_committed_offline(&self, log: &DurableLog) -> io::Result<u64> {
+        let Some(committed) = super::log_store::persisted_committed(log)? else {
+            return Ok(0);
+        };
+        let mut state = self.load_state()?;
+        let from = state.last_applied.map_or(0, |l| l.index + 1);
+        if from > committed.index {
+            return Ok(0);
+        }
+        let mut applied = 0;
+        for (index, bytes) in log.entries(from, committed.index + 1).map_err(io_err)? {
+            let entry: Entry = decode_io("log entry", &bytes)?;
+            if entry.log_id.index != index {
+                return Err(io::Error::other(format!(
+                    "log entry {index} holds log id {}",
+                    entry.log_id
+                )));
+            }
+            self.apply_one(&entry, &mut state)?;
+            applied += 1;
+        }
+        if applied != committed.index + 1 - from {
+            return Err(io::Error::other(format!(
+                "the log lacks committed entries: {applied} of {from}..={}",
+                committed.index
+            )));
+        }
+        Ok(applied)
     }
 
     /// Apply one entry in one write transaction (invariant 1).
