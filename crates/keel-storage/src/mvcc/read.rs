@@ -146,6 +146,12 @@ pub(crate) fn scan_live(
     scan_history_at(view, cfs, range.start(), end.as_deref(), at, visit)
 }
 
+/// Entries of one key a range scan steps over before it seeks past them instead, as RocksDB's
+/// iterators do after `max_sequential_skip_in_iterations` (8 by default): a key with many
+/// versions costs a seek, not a step per version, so a range at the latest revision stays
+/// proportional to the keys it covers when history is not compacted.
+const SEQUENTIAL_SKIPS_MAX: usize = 8;
+
 fn scan_history_at(
     view: &dyn ReadView,
     cfs: Cfs,
@@ -154,29 +160,62 @@ fn scan_history_at(
     at: Revision,
     visit: &mut RecordVisitor<'_>,
 ) -> Result<()> {
-    let lower = codec::escape_key(start);
+    let mut lower = codec::escape_key(start);
     let upper = end.map(codec::escape_key);
-    // The user key whose visible version was already decided; later (older) entries of the
-    // same key are skipped.
+    // The user key whose visible version was already decided; its later (older) entries are
+    // skipped.
     let mut decided: Option<Vec<u8>> = None;
-    view.scan(
-        cfs.history,
-        ScanBounds::forward(&lower, upper.as_deref()),
-        &mut |k, v| {
-            let (key, main) = codec::parse_history_key(k)?;
-            if main > at || decided.as_deref() == Some(key.as_slice()) {
-                return Ok(ControlFlow::Continue(()));
-            }
-            let rec = Record::decode(v)?;
-            let flow = if rec.tombstone {
-                ControlFlow::Continue(())
-            } else {
-                visit(&key, rec)?
-            };
-            decided = Some(key);
-            Ok(flow)
-        },
-    )
+    loop {
+        // The key whose entries newer than `at` are being skipped, and how many entries of the
+        // current key were skipped in a row.
+        let mut newer_of: Option<Vec<u8>> = None;
+        let mut skipped = 0usize;
+        let mut seek_to: Option<Vec<u8>> = None;
+        let mut stopped = false;
+        view.scan(
+            cfs.history,
+            ScanBounds::forward(&lower, upper.as_deref()),
+            &mut |k, v| {
+                let (key, main) = codec::parse_history_key(k)?;
+                if decided.as_deref() == Some(key.as_slice()) {
+                    skipped += 1;
+                    if skipped > SEQUENTIAL_SKIPS_MAX {
+                        seek_to = Some(codec::history_key_end(&key));
+                        return Ok(ControlFlow::Break(()));
+                    }
+                    return Ok(ControlFlow::Continue(()));
+                }
+                if main > at {
+                    if newer_of.as_deref() == Some(key.as_slice()) {
+                        skipped += 1;
+                    } else {
+                        skipped = 1;
+                    }
+                    if skipped > SEQUENTIAL_SKIPS_MAX {
+                        seek_to = Some(codec::history_key(&key, at));
+                        return Ok(ControlFlow::Break(()));
+                    }
+                    newer_of = Some(key);
+                    return Ok(ControlFlow::Continue(()));
+                }
+                skipped = 0;
+                newer_of = None;
+                let rec = Record::decode(v)?;
+                let flow = if rec.tombstone {
+                    ControlFlow::Continue(())
+                } else {
+                    visit(&key, rec)?
+                };
+                stopped = flow.is_break();
+                decided = Some(key);
+                Ok(flow)
+            },
+        )?;
+        match seek_to {
+            Some(next) if !stopped => lower = next,
+            _ => return Ok(()),
+        }
+    }
 }
 
 /// Changes of the current write transaction not yet committed: key -> new version
@@ -304,5 +343,70 @@ fn sort_kvs(kvs: &mut [KeyValue], target: SortTarget) {
         SortTarget::Create => kvs.sort_by_key(|kv| kv.create_revision),
         SortTarget::Mod => kvs.sort_by_key(|kv| kv.mod_revision),
         SortTarget::Value => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::MemEngine;
+    use crate::mvcc::{DeleteRequest, PutRequest, RangeRequest};
+    use crate::MvccStore;
+    use keel_types::{KeyRange, Revision};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    /// Keys with many versions (more than a scan steps over before seeking), some deleted and
+    /// recreated: a range at every revision returns what a plain model holds.
+    #[test]
+    fn ranges_over_keys_with_many_versions_match_a_model() {
+        let store = MvccStore::open(Arc::new(MemEngine::new(&MvccStore::COLUMN_FAMILIES))).unwrap();
+        // revision -> the live keys and values after it
+        let mut model: Vec<(Revision, BTreeMap<String, String>)> = Vec::new();
+        let mut live = BTreeMap::new();
+        for i in 0..120u32 {
+            let key = ["k/a", "k/b", "k/c"][(i % 7 % 3) as usize];
+            let revision = if i % 23 == 22 {
+                live.remove(key);
+                store
+                    .delete_range(&DeleteRequest {
+                        range: KeyRange::key(key),
+                        prev_kv: false,
+                    })
+                    .unwrap()
+                    .revision
+            } else {
+                let value = format!("v{i}");
+                live.insert(key.to_string(), value.clone());
+                store.put(PutRequest::new(key, value)).unwrap().revision
+            };
+            model.push((revision, live.clone()));
+        }
+        let prefix = KeyRange::prefix("k/");
+        let pairs = |req: &RangeRequest| -> BTreeMap<String, String> {
+            store
+                .range(req)
+                .unwrap()
+                .kvs
+                .iter()
+                .map(|kv| {
+                    let key = String::from_utf8(kv.key.to_vec()).unwrap();
+                    (key, String::from_utf8(kv.value.to_vec()).unwrap())
+                })
+                .collect()
+        };
+        assert_eq!(pairs(&RangeRequest::new(prefix.clone())), live);
+        for (revision, expected) in &model {
+            let req = RangeRequest {
+                revision: Some(*revision),
+                ..RangeRequest::new(prefix.clone())
+            };
+            assert_eq!(&pairs(&req), expected, "at revision {revision}");
+        }
+        // a limit stops the scan while a key's versions are being skipped
+        let limited = RangeRequest {
+            limit: Some(1),
+            ..RangeRequest::new(prefix)
+        };
+        assert_eq!(store.range(&limited).unwrap().kvs.len(), 1);
     }
 }
