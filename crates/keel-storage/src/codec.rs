@@ -242,13 +242,13 @@ pub fn parse_revs_entry<'v>(key: &[u8], value: &'v [u8]) -> Result<(Revision, Re
             let mut rest = value;
             while !rest.is_empty() {
                 let len = be_u32(rest.get(..4).unwrap_or(rest))? as usize;
-                let body = rest
-                    .get(4..4 + len)
-                    .ok_or_else(|| StorageError::corrupted("revision entry", "truncated key"))?;
+                let truncated = || StorageError::corrupted("revision entry", "truncated key");
+                let end = len.checked_add(4).ok_or_else(truncated)?;
+                let body = rest.get(4..end).ok_or_else(truncated)?;
                 let sub = u32::try_from(changes.len())
                     .map_err(|_| StorageError::corrupted("revision entry", "too many keys"))?;
                 changes.push((sub, body));
-                rest = &rest[4 + len..];
+                rest = rest.get(end..).unwrap_or_default();
             }
             Ok((main, changes))
         }

@@ -601,6 +601,7 @@ pub(crate) fn open_dir_engine(dir: &std::path::Path) -> Result<Arc<dyn Engine>, 
         ),
     })
 }
+
 /// With `force` (`--force-new-cluster`): apply the log up to its persisted commit index, then
 /// drop the log, the vote and the member records (see [`NodeBuilder::force_new_cluster`]),
 /// and return the reopened (empty) log and the cluster id the old log recorded. Without,
@@ -617,9 +618,11 @@ fn force_reset(
         return Ok((log, None));
     }
     let recorded = crate::node::recorded_cluster_id(&log)?;
-    // The id only names the cluster in member records, which the reset drops.
-    let id = recorded.unwrap_or(ClusterId::new(0));
-    let applied = crate::raft::apply_committed_offline(store, &log, id, lease, metrics, auth)?;
+    let applied = match recorded {
+        Some(id) => crate::raft::apply_committed_offline(store, &log, id, lease, metrics, auth)?,
+        // the id is recorded before the first entry: a directory without one has no log
+        None => 0,
+    };
     tracing::info!(applied, "forcing a new cluster: applied the committed log");
     let engine = store.engine();
     drop(log);
