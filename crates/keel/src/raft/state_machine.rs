@@ -127,6 +127,10 @@ impl std::fmt::Debug for StateMachine {
     }
 }
 
+/// Entries read from the log at a time when applying it offline (see
+/// `StateMachine::apply_committed_offline`).
+const OFFLINE_APPLY_RUN: u64 = 1024;
+
 /// The column families a snapshot carries: all replicated state (the MVCC keyspace, the
 /// member records and the lease records), never the log.
 pub(crate) const STATE_COLUMN_FAMILIES: [&str; 6] = {
@@ -228,16 +232,28 @@ impl StateMachine {
             return Ok(0);
         }
         let mut applied = 0;
-        for (index, bytes) in log.entries(from, committed.index + 1).map_err(io_err)? {
-            let entry: Entry = decode_io("log entry", &bytes)?;
-            if entry.log_id.index != index {
-                return Err(io::Error::other(format!(
-                    "log entry {index} holds log id {}",
-                    entry.log_id
-                )));
+        // in bounded runs, so a member far behind does not hold its whole backlog in memory
+        let mut next = from;
+        while next <= committed.index {
+            let until = committed
+                .index
+                .min(next.saturating_add(OFFLINE_APPLY_RUN - 1));
+            let run = log.entries(next, until + 1).map_err(io_err)?;
+            if run.is_empty() {
+                break;
             }
-            self.apply_one(&entry, &mut state)?;
-            applied += 1;
+            for (index, bytes) in run {
+                let entry: Entry = decode_io("log entry", &bytes)?;
+                if entry.log_id.index != index || index != next {
+                    return Err(io::Error::other(format!(
+                        "log entry {index} holds log id {} where {next} was expected",
+                        entry.log_id
+                    )));
+                }
+                self.apply_one(&entry, &mut state)?;
+                applied += 1;
+                next += 1;
+            }
         }
         if applied != committed.index + 1 - from {
             return Err(io::Error::other(format!(
