@@ -23,6 +23,13 @@ pub const ELECTION_TIMEOUT_DEFAULT: Duration = Duration::from_millis(1000);
 /// Pause before retrying a forwarded request after "not leader" or an unreachable leader.
 pub const FORWARD_RETRY_PAUSE: Duration = Duration::from_millis(20);
 
+/// Most writes a member forwards to the leader in one peer call (see the forward batcher in
+/// `raft/forward_batch.rs`).
+pub const FORWARD_BATCH_MAX: usize = 256;
+
+/// Most encoded request bytes in one call of forwarded writes (a larger write goes alone).
+pub const FORWARD_BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
+
 /// Default space quota of the replicated state (etcd's `--quota-backend-bytes` default, 2 GiB).
 pub const QUOTA_BACKEND_BYTES_DEFAULT: u64 = 2 * 1024 * 1024 * 1024;
 

@@ -243,7 +243,7 @@ impl Node {
         let kind = request.kind();
         let result = running
             .consensus
-            .propose(request, self.inner.request_timeout)
+            .propose(request, len_bytes, self.inner.request_timeout)
             .await;
         drop(pending);
         self.inner.metrics.log_if_slow(kind, started);

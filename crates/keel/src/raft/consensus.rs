@@ -2,6 +2,7 @@
 //! leader), linearize reads (read index, locally or from the leader), serve peer messages,
 //! report metrics, shut down.
 
+use super::forward_batch::ForwardBatcher;
 use super::log_store::LogStore;
 use super::network::{Message, Network, NetworkFactory, PeerMessage, PeerReply, Reply};
 use super::read_batch::{self, ReadIndexBatcher};
@@ -68,6 +69,8 @@ pub(crate) struct RaftStatus {
 pub(crate) struct Consensus {
     /// Linearizable reads waiting for a read index, sharing one request (`read_batch`).
     reads: ReadIndexBatcher,
+    /// Writes forwarded to the leader, sharing peer calls (`forward_batch`).
+    forwards: Arc<ForwardBatcher>,
     pub(super) raft: Raft,
     pub(super) id: MemberId,
     network: Arc<dyn Network>,
@@ -94,7 +97,7 @@ pub(crate) struct Consensus {
     stopping: (rt::WatchSender<bool>, rt::WatchReceiver<bool>),
 }
 
-fn fatal(e: &Fatal<TypeConfig>) -> NodeError {
+pub(super) fn fatal(e: &Fatal<TypeConfig>) -> NodeError {
     match e {
         Fatal::Stopped => NodeError::Stopped,
         other => NodeError::Raft {
@@ -224,6 +227,7 @@ impl Consensus {
         let reads = ReadIndexBatcher::start(raft.clone(), Arc::clone(&network), &config);
         let this = Consensus {
             reads,
+            forwards: ForwardBatcher::new(Arc::clone(&network), config.recovery_timeout),
             raft,
             id: config.id,
             network,
@@ -439,15 +443,18 @@ impl Consensus {
     /// not delivered ([`NodeError::Unreachable`]): a write whose exchange failed after it left
     /// (reply lost, connection reset, the leader stopping while serving it) may have been
     /// applied, and a second copy would apply it twice (see [`resendable`]).
-    async fn ask_leader(&self, request: &Request) -> Result<Reply, NodeError> {
+    ///
+    /// Writes forwarded from this member to one leader share peer calls (`forward_batch`);
+    /// `len_bytes` is the request's encoded size.
+    async fn ask_leader(&self, request: &Request, len_bytes: usize) -> Result<Reply, NodeError> {
         let mut target: Option<MemberId> = None;
         loop {
             let reply = match target {
                 None => self.write_local(request.clone()).await?,
                 Some(leader) => {
-                    let message = PeerMessage(Message::Forward(request.clone()));
-                    match self.network.send(leader, message).await {
-                        Ok(reply) => reply.0,
+                    let forward = self.forwards.forward(leader, request.clone(), len_bytes);
+                    match forward.await {
+                        Ok(reply) => reply,
                         Err(e) => {
                             resendable(leader, e)?;
                             Reply::NotLeader { leader: None }
@@ -462,14 +469,15 @@ impl Consensus {
         }
     }
 
-    /// Replicate `request` through the leader (forwarding if needed) and return its result
-    /// and the term of the entry, within `deadline`.
+    /// Replicate `request` (`len_bytes` encoded) through the leader (forwarding if needed)
+    /// and return its result and the term of the entry, within `deadline`.
     pub(crate) async fn propose(
         &self,
         request: Request,
+        len_bytes: usize,
         deadline: Duration,
     ) -> Result<(Applied, u64), NodeError> {
-        let ask = self.ask_leader(&request);
+        let ask = self.ask_leader(&request, len_bytes);
         match self.bounded(deadline, ask).await? {
             Reply::Applied { applied, term } => Ok((applied, term)),
             other => Err(NodeError::Network {
@@ -538,6 +546,7 @@ impl Consensus {
             }
             // A forwarded request is served here or refused: never forwarded again.
             Message::Forward(request) => self.write_local(request).await?,
+            Message::ForwardBatch(requests) => self.write_many(requests).await?,
             Message::ReadIndex => read_batch::local_read_index(&self.raft).await?,
             Message::TransferLeader(req) => Reply::TransferLeader(
                 self.raft

@@ -7,6 +7,7 @@ mod consensus;
 #[cfg(all(test, feature = "rocksdb"))]
 mod force_tests;
 mod forward;
+mod forward_batch;
 mod lease_driver;
 mod log_store;
 mod log_sync;

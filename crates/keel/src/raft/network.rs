@@ -94,6 +94,8 @@ pub(crate) enum Message {
     TransferLeader(TransferLeaderRequest<TypeConfig>),
     /// A membership change received by a follower, for the leader.
     Reconfigure(super::forward::RemoteChange),
+    /// Client writes forwarded to the leader together (answered by [`Reply::Batch`]).
+    ForwardBatch(Vec<Request>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -122,6 +124,16 @@ pub(crate) enum Reply {
     Refused {
         detail: String,
         by_rules: bool,
+    },
+    /// The answers to a [`Message::ForwardBatch`], one per write, in its order: `Applied`,
+    /// `NotLeader` (not appended: may be sent elsewhere) or `WriteFailed`.
+    Batch(Vec<Reply>),
+    /// A write of a batch failed on the leader after it was handed to the engine; `timeout`
+    /// when it was appended and may still be applied (a new leader truncated it, or the
+    /// engine stopped), else another error of the engine. Either way it is not resent.
+    WriteFailed {
+        detail: String,
+        timeout: bool,
     },
 }
 
