@@ -843,6 +843,10 @@ impl Node {
                 "storage still in use after shutdown (an in-flight call holds it)"
             );
         }
+        // A graceful stop leaves nothing buffered (the engine may hold writes in the process).
+        if let Err(e) = engine.sync() {
+            tracing::warn!(error = %e, "sync the storage at shutdown");
+        }
         drop(engine);
     }
 }

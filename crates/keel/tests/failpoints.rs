@@ -227,6 +227,9 @@ impl Engine for DiesDuringInstall {
         }
         self.inner.write(batch, durability)
     }
+    fn flush_buffered(&self) -> keel_storage::Result<()> {
+        self.inner.flush_buffered()
+    }
     fn sync(&self) -> keel_storage::Result<()> {
         self.inner.sync()
     }

@@ -126,6 +126,10 @@ impl Engine for Faulty {
         }
         self.inner.write(batch, durability)
     }
+    fn flush_buffered(&self) -> Result<(), StorageError> {
+        self.healthy()?;
+        self.inner.flush_buffered()
+    }
     fn sync(&self) -> Result<(), StorageError> {
         self.healthy()?;
         if self.fail_syncs.load(Ordering::SeqCst) {

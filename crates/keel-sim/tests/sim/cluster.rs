@@ -60,6 +60,9 @@ impl Engine for Disk {
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), StorageError> {
         self.0.write(batch, durability)
     }
+    fn flush_buffered(&self) -> Result<(), StorageError> {
+        self.0.flush_buffered()
+    }
     fn sync(&self) -> Result<(), StorageError> {
         self.0.sync()
     }

@@ -238,6 +238,13 @@ impl Engine for MemEngine {
         Ok(())
     }
 
+    /// Nothing to do: the written image is what a crash of the process would keep; a
+    /// simulated crash ([`MemEngine::crash`]) is a machine crash and keeps only what was
+    /// synced.
+    fn flush_buffered(&self) -> Result<()> {
+        self.poison.check()
+    }
+
     fn sync(&self) -> Result<()> {
         self.poison.check()?;
         if self.faults.lock().fail_syncs {

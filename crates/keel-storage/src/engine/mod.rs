@@ -38,8 +38,10 @@ impl ColumnFamily {
 /// How durable a write must be before [`Engine::write`] returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
-    /// Written to the engine's log but not fsynced: survives a process crash only if the
-    /// OS flushes it; lost by a simulated crash of [`MemEngine`].
+    /// Written to the engine's log but not fsynced: survives a process crash once it
+    /// reached the OS (at once, unless the engine keeps its log buffer in the process:
+    /// `RocksOptions::manual_wal_flush`, [`Engine::flush_buffered`]), and a machine crash
+    /// only once synced; lost by a simulated crash of [`MemEngine`].
     Buffered,
     /// Fsynced (together with every buffered write before it) before returning.
     Synced,
@@ -298,6 +300,15 @@ pub trait Engine: Send + Sync + 'static {
     /// # Errors
     /// Poisoned store or engine failure (which poisons it).
     fn sync(&self) -> Result<()>;
+
+    /// Hand every buffered write to the operating system, without fsync: once this returns,
+    /// they survive a crash of this process (not of the machine). Only an engine that keeps
+    /// buffered writes in the process (`RocksOptions::manual_wal_flush`) does anything
+    /// here. A failure poisons the engine.
+    ///
+    /// # Errors
+    /// Poisoned store or engine failure (which poisons it).
+    fn flush_buffered(&self) -> Result<()>;
 
     /// A point-in-time view of the whole database.
     ///

@@ -20,6 +20,11 @@ pub struct RocksOptions {
     pub block_cache_bytes: usize,
     /// Background flush/compaction threads.
     pub background_jobs: i32,
+    /// Keep [`Durability::Buffered`] writes in the process (RocksDB's `manual_wal_flush`)
+    /// until [`Engine::flush_buffered`], [`Engine::sync`] or a synced write: a buffered
+    /// write then costs no system call, and a crash of the process loses the writes still
+    /// held, as a machine crash loses unsynced ones. Off by default.
+    pub manual_wal_flush: bool,
 }
 
 impl RocksOptions {
@@ -33,6 +38,7 @@ impl RocksOptions {
             create_if_missing: true,
             block_cache_bytes: 64 << 20,
             background_jobs: 2,
+            manual_wal_flush: false,
         }
     }
 }
@@ -88,6 +94,7 @@ impl RocksEngine {
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(options.background_jobs);
         db_opts.set_bytes_per_sync(1 << 20);
+        db_opts.set_manual_wal_flush(options.manual_wal_flush);
         let cache = Cache::new_lru_cache(options.block_cache_bytes);
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&cache);
@@ -221,6 +228,13 @@ impl Engine for RocksEngine {
         self.db
             .flush_wal(true)
             .map_err(|e| self.poison.poison(io("fsync", &e)))
+    }
+
+    fn flush_buffered(&self) -> Result<()> {
+        self.poison.check()?;
+        self.db
+            .flush_wal(false)
+            .map_err(|e| self.poison.poison(io("flush the WAL", &e)))
     }
 
     fn view(&self) -> Result<Box<dyn ReadView + '_>> {

@@ -40,6 +40,9 @@ impl<E: Engine> Engine for AbortAt<E> {
     fn sync(&self) -> Result<(), StorageError> {
         self.inner.sync()
     }
+    fn flush_buffered(&self) -> Result<(), StorageError> {
+        self.inner.flush_buffered()
+    }
     fn view(&self) -> Result<Box<dyn ReadView + '_>, StorageError> {
         self.inner.view()
     }

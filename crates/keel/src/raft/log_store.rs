@@ -7,9 +7,14 @@
 //!    it is on disk.
 //! 2. The vote is written synced before `save_vote` returns: a member never votes twice in a
 //!    term across a crash.
-//! 3. The committed log id is written buffered: it only shortens recovery. Log and state share
-//!    one engine (one WAL), so a committed id that survived a crash refers to entries that
-//!    survived it too.
+//! 3. The committed log id is written buffered and handed to the OS before `save_committed`
+//!    returns ([`Engine::flush_buffered`]; the node's engine keeps buffered writes in the
+//!    process). openraft saves it before it applies the entries it covers, and a lone
+//!    survivor forced into a new cluster applies its log up to it
+//!    (`super::apply_committed_offline`), so it must survive a crash of the process, as
+//!    etcd's hard state in its WAL does. Log and state share one engine (one WAL), and
+//!    entries are on disk before they count toward commit, so a committed id that survived
+//!    a crash refers to entries that survived it too.
 //! 4. Before a purge the engine is synced: the state that replaces the purged entries is
 //!    durable before the entries disappear. The purged log id is recorded in the same synced
 //!    step, so `get_log_state` can report it after the entries are gone.
@@ -140,7 +145,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let bytes = encode_io("committed log id", &committed)?;
         self.log
             .save_meta(META_COMMITTED, &bytes, Durability::Buffered)
-            .map_err(io_err)
+            .map_err(io_err)?;
+        // Invariant 3.
+        self.engine.flush_buffered().map_err(io_err)
     }
 
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {

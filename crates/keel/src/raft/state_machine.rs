@@ -6,7 +6,10 @@
 //!    the marker never disagree, whatever crashes.
 //! 2. Apply commits [`Durability::Buffered`]: the entry is already synced in the log (same
 //!    engine, same WAL). After a crash the marker tells openraft where to resume, and it
-//!    replays the log from there.
+//!    replays the log from there. The node's engine keeps buffered writes in the process
+//!    until the next fsync, so a crash of the process may take back applied entries too;
+//!    they apply again from the log (the committed log id reaches the OS when it is saved:
+//!    `super::log_store`, invariant 3).
 //! 3. A refused request (compacted revision, key too large, ...) changes nothing but the
 //!    marker, identically on every member, and answers with the refusal.
 //! 4. A snapshot's point-in-time view is taken while the store's writer is held (no apply
