@@ -77,3 +77,7 @@ pub const RENEW_BATCH_MAX: usize = 1000;
 /// [`crate::NodeError::TooManyRequests`] (etcd: `maxGapBetweenApplyAndCommitIndex`, 5000):
 /// back-pressure when apply falls behind, instead of an unbounded queue.
 pub const APPLY_BACKLOG_ENTRIES_MAX: u64 = 5000;
+
+/// Newest log entries each member keeps decoded in memory for applying them (see
+/// `raft/recent_entries.rs`).
+pub const RECENT_ENTRIES_MAX: usize = 1024;

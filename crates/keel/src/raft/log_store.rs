@@ -18,7 +18,12 @@
 //! 4. Before a purge the engine is synced: the state that replaces the purged entries is
 //!    durable before the entries disappear. The purged log id is recorded in the same synced
 //!    step, so `get_log_state` can report it after the entries are gone.
+//! 5. The newest entries are also kept decoded in memory (`super::recent_entries`): an
+//!    append enters them once the log took them, and a truncate or purge drops its entries
+//!    from memory before it drops them from the log, so memory never holds an entry the log
+//!    does not. Reads of entries it holds entirely are answered from it.
 
+use super::recent_entries::RecentEntries;
 use super::{io_err, Entry, LogId, TypeConfig, Vote};
 use crate::codec::{decode_io, encode_io};
 use keel_storage::engine::{Durability, Engine};
@@ -38,6 +43,8 @@ pub(crate) struct LogStore {
     log: Arc<DurableLog>,
     engine: Arc<dyn Engine>,
     syncer: super::log_sync::LogSyncer,
+    /// Invariant 5; shared by the store and its readers.
+    recent: Arc<parking_lot::Mutex<RecentEntries>>,
 }
 
 impl Debug for LogStore {
@@ -63,6 +70,7 @@ impl LogStore {
             log,
             engine,
             syncer,
+            recent: Arc::default(),
         })
     }
 
@@ -96,6 +104,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let (from, to) = index_range(&range);
         if from >= to {
             return Ok(Vec::new());
+        }
+        if let Some(entries) = self.recent.lock().get(from, to) {
+            return Ok(entries);
         }
         self.log
             .entries(from, to)
@@ -159,16 +170,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
         let encoded = entries
-            .into_iter()
-            .map(|e| Ok((e.log_id.index, encode_io("log entry", &e)?)))
+            .iter()
+            .map(|e| Ok((e.log_id.index, encode_io("log entry", e)?)))
             .collect::<io::Result<Vec<_>>>()?;
         // Invariant 1: written now, the callback completes after the next fsync.
-        match self
-            .log
-            .append(encoded, Durability::Buffered)
-            .map_err(io_err)
-        {
+        let written = self.log.append(encoded, Durability::Buffered);
+        if written.is_ok() {
+            // Invariant 5. Readers of these entries come after the fsync, so after this.
+            self.recent.lock().append(&entries);
+        }
+        match written.map_err(io_err) {
             #[cfg(feature = "planted-bugs")]
             Ok(()) if crate::planted::on(&crate::planted::ACK_BEFORE_FSYNC) => {
                 callback.io_completed(Ok(()));
@@ -184,6 +197,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
         let from = last_log_id.map_or(0, |l| l.index + 1);
+        // Invariant 5: dropped from the cache first, so no reader sees them after the log
+        // lost them (if the truncate fails the engine is poisoned: the cache only misses).
+        self.recent.lock().truncate_from(from);
         self.log.truncate_from(from).map_err(io_err)
     }
 
@@ -193,6 +209,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // One batch: the purged log id never runs ahead of the entries (a crash between two
         // writes left it ahead, and openraft then refused the log as corrupted).
         let bytes = encode_io("purged log id", &log_id)?;
+        self.recent.lock().purge_to(log_id.index);
         (self.log)
             .purge_to_with_meta(log_id.index, Some((META_PURGED, &bytes)))
             .map_err(io_err)

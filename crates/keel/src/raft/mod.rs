@@ -17,6 +17,7 @@ mod network;
 mod read_batch;
 #[cfg(test)]
 mod receive_tests;
+mod recent_entries;
 pub(crate) mod rt;
 mod state_machine;
 #[cfg(test)]
