@@ -22,7 +22,7 @@
 //!    writes to another leader never wait for it (each leader has its own task).
 
 use super::consensus::{fatal, Consensus};
-use super::network::{Message, Network, PeerMessage, PeerReply, Reply};
+use super::network::{Forwarded, Message, Network, PeerMessage, PeerReply, Reply};
 use super::{rt, term_of};
 use crate::error::NodeError;
 use crate::limits::{FORWARD_BATCH_BYTES_MAX, FORWARD_BATCH_MAX};
@@ -188,18 +188,19 @@ fn take_batch(queue: &mut VecDeque<Waiting>) -> Vec<Waiting> {
     batch
 }
 
-/// One write's reply inside a [`Reply::Batch`], as the caller sees it.
-fn item_answer(reply: Reply) -> Answer {
-    match reply {
-        Reply::WriteFailed {
+/// One write's outcome inside a [`Reply::Batch`], as the caller sees it.
+fn item_answer(outcome: Forwarded) -> Answer {
+    match outcome {
+        Forwarded::Applied { applied, term } => Ok(Reply::Applied { applied, term }),
+        Forwarded::NotLeader { leader } => Ok(Reply::NotLeader { leader }),
+        Forwarded::Failed {
             timeout: true,
             detail: _,
         } => Err(NodeError::Timeout),
-        Reply::WriteFailed {
+        Forwarded::Failed {
             timeout: false,
             detail,
         } => Err(NodeError::Network { detail }),
-        other => Ok(other),
     }
 }
 
@@ -217,27 +218,27 @@ impl Consensus {
         let mut replies = Vec::with_capacity(count);
         while let Some(Ok(result)) = results.next().await {
             replies.push(match result {
-                Ok(written) => Reply::Applied {
+                Ok(written) => Forwarded::Applied {
                     applied: written.response,
                     term: term_of(&written.log_id),
                 },
                 // Refused before anything was appended: the sender may send it elsewhere.
-                Err(ClientWriteError::ForwardToLeader(f)) => Reply::NotLeader {
+                Err(ClientWriteError::ForwardToLeader(f)) => Forwarded::NotLeader {
                     leader: f.leader_id,
                 },
                 // Appended, then truncated by a new leader: it may still commit elsewhere.
-                Err(e @ ClientWriteError::LogEntryDiscarded(_)) => Reply::WriteFailed {
+                Err(e @ ClientWriteError::LogEntryDiscarded(_)) => Forwarded::Failed {
                     detail: e.to_string(),
                     timeout: true,
                 },
-                Err(e) => Reply::WriteFailed {
+                Err(e) => Forwarded::Failed {
                     detail: e.to_string(),
                     timeout: false,
                 },
             });
         }
         // The stream ends early only when the engine stopped with these writes in flight.
-        replies.resize_with(count, || Reply::WriteFailed {
+        replies.resize_with(count, || Forwarded::Failed {
             detail: "the engine stopped with the write in flight".to_owned(),
             timeout: true,
         });
@@ -288,11 +289,13 @@ mod tests {
                 if first {
                     self.gate.acquire().await.expect("gate").forget();
                 }
-                let hint = |len: u64| Reply::NotLeader { leader: Some(len) };
                 Ok(PeerReply(if batch {
+                    let hint = |len: u64| Forwarded::NotLeader { leader: Some(len) };
                     Reply::Batch(lens.into_iter().map(hint).collect())
                 } else {
-                    hint(lens[0])
+                    Reply::NotLeader {
+                        leader: Some(lens[0]),
+                    }
                 }))
             })
         }
@@ -363,7 +366,7 @@ mod tests {
         let revisions: Vec<u64> = answers
             .iter()
             .map(|a| match a {
-                Reply::Applied {
+                Forwarded::Applied {
                     applied: Applied::Put(p),
                     ..
                 } => p.revision.get(),
@@ -407,12 +410,12 @@ mod tests {
 
     #[test]
     fn failed_items_keep_what_their_outcome_is_known_to_be() {
-        let timeout = item_answer(Reply::WriteFailed {
+        let timeout = item_answer(Forwarded::Failed {
             detail: "discarded".to_owned(),
             timeout: true,
         });
         assert!(matches!(timeout, Err(NodeError::Timeout)), "{timeout:?}");
-        let failed = item_answer(Reply::WriteFailed {
+        let failed = item_answer(Forwarded::Failed {
             detail: "storage".to_owned(),
             timeout: false,
         });
@@ -420,7 +423,7 @@ mod tests {
             matches!(&failed, Err(NodeError::Network { detail }) if detail == "storage"),
             "{failed:?}"
         );
-        let hint = item_answer(Reply::NotLeader { leader: Some(3) });
+        let hint = item_answer(Forwarded::NotLeader { leader: Some(3) });
         assert!(matches!(hint, Ok(Reply::NotLeader { leader: Some(3) })));
     }
 }

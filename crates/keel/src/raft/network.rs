@@ -125,16 +125,22 @@ pub(crate) enum Reply {
         detail: String,
         by_rules: bool,
     },
-    /// The answers to a [`Message::ForwardBatch`], one per write, in its order: `Applied`,
-    /// `NotLeader` (not appended: may be sent elsewhere) or `WriteFailed`.
-    Batch(Vec<Reply>),
-    /// A write of a batch failed on the leader after it was handed to the engine; `timeout`
-    /// when it was appended and may still be applied (a new leader truncated it, or the
-    /// engine stopped), else another error of the engine. Either way it is not resent.
-    WriteFailed {
-        detail: String,
-        timeout: bool,
-    },
+    /// The answers to a [`Message::ForwardBatch`], one per write, in its order.
+    Batch(Vec<Forwarded>),
+}
+
+/// What became of one write of a [`Message::ForwardBatch`]. A type of its own, not a
+/// [`Reply`]: a reply nested in a reply would let a peer's bytes nest without bound.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Forwarded {
+    /// Applied (as [`Reply::Applied`]).
+    Applied { applied: Applied, term: u64 },
+    /// Refused before it was appended: it may be sent elsewhere (as [`Reply::NotLeader`]).
+    NotLeader { leader: Option<u64> },
+    /// It failed after the leader handed it to its engine; `timeout` when it was appended
+    /// and may still be applied (a new leader truncated it, or the engine stopped), else
+    /// another error of the engine. Either way it is not resent.
+    Failed { detail: String, timeout: bool },
 }
 
 impl PeerMessage {
