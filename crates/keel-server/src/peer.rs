@@ -177,8 +177,10 @@ fn client(
     source: Option<IpAddr>,
 ) -> Result<PeerClient<Channel>, NodeError> {
     let channel = endpoint(url, tls, source)?.connect_lazy();
+    // A reply is one frame, as large as the receiver may encode (`MESSAGE_BYTES_MAX`): the
+    // answers to a batch of forwarded writes can carry many previous values.
     Ok(PeerClient::new(channel)
-        .max_decoding_message_size(STREAM_FRAME_BYTES_MAX * 2)
+        .max_decoding_message_size(MESSAGE_BYTES_MAX)
         .max_encoding_message_size(STREAM_FRAME_BYTES_MAX * 2))
 }
 

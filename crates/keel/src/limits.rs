@@ -81,3 +81,6 @@ pub const APPLY_BACKLOG_ENTRIES_MAX: u64 = 5000;
 /// Newest log entries each member keeps decoded in memory for applying them (see
 /// `raft/recent_entries.rs`).
 pub const RECENT_ENTRIES_MAX: usize = 1024;
+
+/// Most encoded bytes of the log entries kept in memory (see [`RECENT_ENTRIES_MAX`]).
+pub const RECENT_ENTRIES_BYTES_MAX: usize = 64 * 1024 * 1024;

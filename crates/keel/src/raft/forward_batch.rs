@@ -20,6 +20,12 @@
 //!    [`NodeError::Timeout`] (their outcome is unknown) and the task goes on with the queue:
 //!    a leader that stopped answering holds this member's writes for at most that long, and
 //!    writes to another leader never wait for it (each leader has its own task).
+//! 4. A write whose caller stopped waiting (its deadline passed, or the node is shutting
+//!    down) before it left is not sent: as before batching, dropping the call before the
+//!    send cancels it.
+//! 5. If a flush task ends any other way than by emptying its queue (a panic in a user's
+//!    `Network`, the runtime cancelling it), its queue goes with it: the waiting writes read
+//!    as [`NodeError::Stopped`], and the next write to that leader starts a new task.
 
 use super::consensus::{fatal, Consensus};
 use super::network::{Forwarded, Message, Network, PeerMessage, PeerReply, Reply};
@@ -112,17 +118,25 @@ impl ForwardBatcher {
 
     /// Send `leader`'s queued writes, one call at a time, until its queue is empty.
     async fn flush(&self, leader: MemberId) {
+        let mut guard = FlushGuard {
+            batcher: self,
+            leader,
+            emptied: false,
+        };
         loop {
             let batch = {
                 let mut queues = self.queues.lock();
                 let Some(queue) = queues.get_mut(&leader) else {
+                    guard.emptied = true;
                     return;
                 };
-                if queue.is_empty() {
+                let batch = take_batch(queue);
+                if batch.is_empty() {
                     queues.remove(&leader);
+                    guard.emptied = true;
                     return;
                 }
-                take_batch(queue)
+                batch
             };
             self.send(leader, batch).await;
         }
@@ -169,12 +183,32 @@ impl ForwardBatcher {
     }
 }
 
-/// The writes at the head of `queue` that go in one call: at least one, then while the count
-/// and size bounds allow.
+/// Invariant 5: removes the leader's queue unless the flush emptied it.
+struct FlushGuard<'a> {
+    batcher: &'a ForwardBatcher,
+    leader: MemberId,
+    emptied: bool,
+}
+
+impl Drop for FlushGuard<'_> {
+    fn drop(&mut self) {
+        if !self.emptied {
+            self.batcher.queues.lock().remove(&self.leader);
+        }
+    }
+}
+
+/// The writes at the head of `queue` that go in one call: at least one if any still has a
+/// caller, then while the count and size bounds allow. Writes nobody waits for any more are
+/// dropped, not sent (invariant 4).
 fn take_batch(queue: &mut VecDeque<Waiting>) -> Vec<Waiting> {
     let mut batch = Vec::new();
     let mut bytes = 0usize;
     while let Some(next) = queue.front() {
+        if next.answer.is_closed() {
+            queue.pop_front();
+            continue;
+        }
         let full = batch.len() >= FORWARD_BATCH_MAX
             || bytes.saturating_add(next.len_bytes) > FORWARD_BATCH_BYTES_MAX;
         if full && !batch.is_empty() {
@@ -354,6 +388,38 @@ mod tests {
         assert!(batcher.queues.lock().is_empty());
     }
 
+    /// A transport whose first send panics; later sends answer "not leader" (no hint).
+    struct PanicsOnce(std::sync::atomic::AtomicBool);
+
+    impl Network for PanicsOnce {
+        fn send(&self, _to: MemberId, _message: PeerMessage) -> SendFuture<'_> {
+            let first = !self.0.swap(true, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async move {
+                assert!(!first, "the transport failed");
+                Ok(PeerReply(Reply::NotLeader { leader: None }))
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_flush_task_that_dies_takes_its_queue_and_the_next_write_starts_anew() {
+        let network = Arc::new(PanicsOnce(std::sync::atomic::AtomicBool::new(false)));
+        let batcher = ForwardBatcher::new(network, Duration::from_secs(30));
+        let to = MemberId::new(9);
+        let lost = batcher.forward(to, put("k"), 64).await;
+        assert!(matches!(lost, Err(NodeError::Stopped)), "{lost:?}");
+        assert!(
+            batcher.queues.lock().is_empty(),
+            "the dead task's queue stays"
+        );
+        let next = batcher.forward(to, put("k"), 64).await;
+        assert!(
+            matches!(next, Ok(Reply::NotLeader { leader: None })),
+            "{next:?}"
+        );
+        assert!(batcher.queues.lock().is_empty());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_forwarded_batch_is_applied_in_order_with_one_answer_per_write() {
         let node: Node = NodeBuilder::new(MemberId::new(1)).start().await.unwrap();
@@ -382,30 +448,50 @@ mod tests {
         node.shutdown().await;
     }
 
-    fn waiting(len_bytes: usize) -> Waiting {
-        let (answer, _reply) = oneshot::channel();
-        Waiting {
+    /// A queued write and the receiver its caller waits on.
+    fn waiting(len_bytes: usize) -> (Waiting, oneshot::Receiver<Answer>) {
+        let (answer, reply) = oneshot::channel();
+        let waiting = Waiting {
             request: Request::Put(PutRequest::new(&b"k"[..], &b"v"[..])),
             len_bytes,
             answer,
-        }
+        };
+        (waiting, reply)
+    }
+
+    fn queue_of(lens: &[usize]) -> (VecDeque<Waiting>, Vec<oneshot::Receiver<Answer>>) {
+        lens.iter().map(|&len| waiting(len)).unzip()
     }
 
     #[test]
     fn a_batch_takes_at_least_one_write_then_stays_within_its_bounds() {
-        let mut queue: VecDeque<Waiting> = (0..FORWARD_BATCH_MAX + 5).map(|_| waiting(1)).collect();
+        let (mut queue, _callers) = queue_of(&[1; FORWARD_BATCH_MAX + 5]);
         assert_eq!(take_batch(&mut queue).len(), FORWARD_BATCH_MAX);
         assert_eq!(take_batch(&mut queue).len(), 5);
         assert!(take_batch(&mut queue).is_empty());
 
         let half = FORWARD_BATCH_BYTES_MAX / 2;
-        let mut queue: VecDeque<Waiting> = [FORWARD_BATCH_BYTES_MAX * 2, half, half, 1]
-            .map(waiting)
-            .into();
+        let (mut queue, _callers) = queue_of(&[FORWARD_BATCH_BYTES_MAX * 2, half, half, 1]);
         // an oversized write still goes, alone
         assert_eq!(take_batch(&mut queue).len(), 1);
         assert_eq!(take_batch(&mut queue).len(), 2);
         assert_eq!(take_batch(&mut queue).len(), 1);
+    }
+
+    #[test]
+    fn a_write_whose_caller_gave_up_is_not_sent() {
+        let (mut queue, mut callers) = queue_of(&[1, 2, 3, 4]);
+        // the first and third callers stop waiting (their deadline passed)
+        drop(callers.remove(2));
+        drop(callers.remove(0));
+        let sent: Vec<usize> = take_batch(&mut queue).iter().map(|w| w.len_bytes).collect();
+        assert_eq!(sent, vec![2, 4]);
+        assert!(queue.is_empty());
+        drop(callers);
+        let (mut queue, callers) = queue_of(&[1]);
+        drop(callers);
+        assert!(take_batch(&mut queue).is_empty());
+        assert!(queue.is_empty());
     }
 
     #[test]

@@ -176,10 +176,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map(|e| Ok((e.log_id.index, encode_io("log entry", e)?)))
             .collect::<io::Result<Vec<_>>>()?;
         // Invariant 1: written now, the callback completes after the next fsync.
+        let sizes: Vec<usize> = encoded.iter().map(|(_, bytes)| bytes.len()).collect();
         let written = self.log.append(encoded, Durability::Buffered);
         if written.is_ok() {
             // Invariant 5. Readers of these entries come after the fsync, so after this.
-            self.recent.lock().append(&entries);
+            self.recent.lock().append(entries.iter().zip(sizes));
         }
         match written.map_err(io_err) {
             #[cfg(feature = "planted-bugs")]
