@@ -437,6 +437,15 @@ impl Consensus {
         }
     }
 
+    /// The leader this member last heard of, if any (it may have lost leadership since).
+    fn known_leader(&self) -> Option<MemberId> {
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .current_leader
+            .map(MemberId::new)
+    }
+
     /// Ask the leader to apply `request`, trying this member first and following "not
     /// leader" hints, until a reply other than `NotLeader` arrives; the caller bounds the
     /// whole call with a deadline. The write is resent only when the network reports it was
@@ -447,7 +456,9 @@ impl Consensus {
     /// Writes forwarded from this member to one leader share peer calls (`forward_batch`);
     /// `len_bytes` is the request's encoded size.
     async fn ask_leader(&self, request: &Request, len_bytes: usize) -> Result<Reply, NodeError> {
-        let mut target: Option<MemberId> = None;
+        // A member that knows another member leads sends there at once: asking its own
+        // engine first would only return that hint, one round trip through the engine later.
+        let mut target: Option<MemberId> = self.known_leader().filter(|l| *l != self.id);
         loop {
             let reply = match target {
                 None => self.write_local(request.clone()).await?,
