@@ -446,8 +446,8 @@ impl Consensus {
             .map(MemberId::new)
     }
 
-    /// Ask the leader to apply `request`, trying this member first and following "not
-    /// leader" hints, until a reply other than `NotLeader` arrives; the caller bounds the
+    /// Ask the leader to apply `request`, starting with the leader this member knows of (this
+    /// member itself when it knows none or itself) and following "not leader" hints, until a reply other than `NotLeader` arrives; the caller bounds the
     /// whole call with a deadline. The write is resent only when the network reports it was
     /// not delivered ([`NodeError::Unreachable`]): a write whose exchange failed after it left
     /// (reply lost, connection reset, the leader stopping while serving it) may have been
