@@ -483,7 +483,12 @@ mod wire_properties {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        // Deterministic: the same cases on every run (a failure is saved and replayed).
+        #![proptest_config(ProptestConfig {
+            cases: 512,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x6b65_656c),
+            ..ProptestConfig::default()
+        })]
 
         #[test]
         fn txns_convert_iff_etcds_checks_accept_them(wire in txn()) {
