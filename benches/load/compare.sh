@@ -5,12 +5,20 @@
 #
 #   bash benches/load/compare.sh            # default parameters
 #   TOTAL=50000 bash benches/load/compare.sh
+#   RUNS=5 WORKLOADS="put:64 range-l:64" bash benches/load/compare.sh
+#
+# RUNS (default 1): each workload runs that many times against each cluster, alternating
+# keel and etcd, and the table gives the median ops/s and the median p99 of each (so one
+# slow run of a noisy machine does not decide the ratio); the raw figures list every run.
+# WORKLOADS (default: all): which "workload:clients" pairs to run.
 #
 # Needs: etcd (apt-get install etcd-server), a release build of keel and etcd-load (built here).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 TOTAL=${TOTAL:-20000}
+RUNS=${RUNS:-1}
+WORKLOADS=${WORKLOADS:-"put:1 put:16 put:64 range-l:64 range-s:64 txn:64 keepalive:16 watch:16"}
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -68,27 +76,30 @@ etcd_eps=$(start_cluster etcd 23379 etcd)
 field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
 
 printf '%-10s %-8s %12s %12s %8s %10s %10s %8s\n' workload clients keel_ops/s etcd_ops/s ratio keel_p99 etcd_p99 p99_ratio
+# median of the numbers on stdin
+median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+
 run() {
-  local workload=$1 clients=$2 k e
-  k=$("$LOAD" --endpoints "$keel_eps" --workload "$workload" --clients "$clients" --total "$TOTAL" --label keel)
-  e=$("$LOAD" --endpoints "$etcd_eps" --workload "$workload" --clients "$clients" --total "$TOTAL" --label etcd)
-  echo "$k" >>"$work/raw"
-  echo "$e" >>"$work/raw"
+  local workload=$1 clients=$2 k e i
+  : >"$work/ko"; : >"$work/eo"; : >"$work/kp"; : >"$work/ep"
+  for i in $(seq 1 "$RUNS"); do
+    k=$("$LOAD" --endpoints "$keel_eps" --workload "$workload" --clients "$clients" --total "$TOTAL" --label keel)
+    e=$("$LOAD" --endpoints "$etcd_eps" --workload "$workload" --clients "$clients" --total "$TOTAL" --label etcd)
+    echo "$k" >>"$work/raw"
+    echo "$e" >>"$work/raw"
+    field "$k" ops_per_s >>"$work/ko"; field "$e" ops_per_s >>"$work/eo"
+    field "$k" p99_ms >>"$work/kp"; field "$e" p99_ms >>"$work/ep"
+  done
   local ko eo kp ep
-  ko=$(field "$k" ops_per_s); eo=$(field "$e" ops_per_s)
-  kp=$(field "$k" p99_ms); ep=$(field "$e" p99_ms)
+  ko=$(median <"$work/ko"); eo=$(median <"$work/eo")
+  kp=$(median <"$work/kp"); ep=$(median <"$work/ep")
   printf '%-10s %-8s %12s %12s %8.2f %10s %10s %8.2f\n' "$workload" "$clients" "$ko" "$eo" \
     "$(awk "BEGIN{print $ko/$eo}")" "$kp" "$ep" "$(awk "BEGIN{print $kp/$ep}")"
 }
 
-run put 1
-run put 16
-run put 64
-run range-l 64
-run range-s 64
-run txn 64
-run keepalive 16
-run watch 16
+for pair in $WORKLOADS; do
+  run "${pair%%:*}" "${pair##*:}"
+done
 echo
 echo "raw figures:"
 cat "$work/raw"

@@ -17,6 +17,7 @@ use super::network::{Message, Network, PeerMessage, Reply};
 use super::{rt, Raft};
 use crate::error::NodeError;
 use keel_types::MemberId;
+use openraft::async_runtime::watch::WatchReceiver as _;
 use openraft::ReadPolicy;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,8 +69,8 @@ impl ReadIndexBatcher {
     }
 }
 
-/// One read-index request: to this member's engine first, then to the leader it names,
-/// following "not leader" hints until a leader answers. Every failure and every send
+/// One read-index request: to the leader this member knows of (its own engine when it knows
+/// none or leads itself), following "not leader" hints until a leader answers. Every failure and every send
 /// unanswered after `send_max` is retried (asking for a read index changes nothing), except
 /// an error of this member's engine.
 async fn read_index(
@@ -78,7 +79,9 @@ async fn read_index(
     id: MemberId,
     send_max: Duration,
 ) -> Result<u64, NodeError> {
-    let mut target: Option<MemberId> = None;
+    // Asking this member's engine first would only return the hint it already has.
+    let known = raft.metrics().borrow_watched().current_leader;
+    let mut target: Option<MemberId> = known.map(MemberId::new).filter(|l| *l != id);
     loop {
         let reply = match target {
             None => local_read_index(raft).await?,
