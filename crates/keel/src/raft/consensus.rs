@@ -447,11 +447,12 @@ impl Consensus {
     }
 
     /// Ask the leader to apply `request`, starting with the leader this member knows of (this
-    /// member itself when it knows none or itself) and following "not leader" hints, until a reply other than `NotLeader` arrives; the caller bounds the
-    /// whole call with a deadline. The write is resent only when the network reports it was
-    /// not delivered ([`NodeError::Unreachable`]): a write whose exchange failed after it left
-    /// (reply lost, connection reset, the leader stopping while serving it) may have been
-    /// applied, and a second copy would apply it twice (see [`resendable`]).
+    /// member itself when it knows none or itself) and following "not leader" hints, until a
+    /// reply other than `NotLeader` arrives; the caller bounds the whole call with a deadline.
+    /// The write is resent only when the network reports it was not delivered
+    /// ([`NodeError::Unreachable`]): a write whose exchange failed after it left (reply lost,
+    /// connection reset, the leader stopping while serving it) may have been applied, and a
+    /// second copy would apply it twice (see [`resendable`]).
     ///
     /// Writes forwarded from this member to one leader share peer calls (`forward_batch`);
     /// `len_bytes` is the request's encoded size.

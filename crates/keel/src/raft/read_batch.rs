@@ -70,9 +70,9 @@ impl ReadIndexBatcher {
 }
 
 /// One read-index request: to the leader this member knows of (its own engine when it knows
-/// none or leads itself), following "not leader" hints until a leader answers. Every failure and every send
-/// unanswered after `send_max` is retried (asking for a read index changes nothing), except
-/// an error of this member's engine.
+/// none or leads itself), following "not leader" hints until a leader answers. Every failure
+/// and every send unanswered after `send_max` is retried (asking for a read index changes
+/// nothing), except an error of this member's engine.
 async fn read_index(
     raft: &Raft,
     network: &dyn Network,
