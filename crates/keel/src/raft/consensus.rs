@@ -437,15 +437,6 @@ impl Consensus {
         }
     }
 
-    /// The leader this member last heard of, if any (it may have lost leadership since).
-    fn known_leader(&self) -> Option<MemberId> {
-        self.raft
-            .metrics()
-            .borrow_watched()
-            .current_leader
-            .map(MemberId::new)
-    }
-
     /// Ask the leader to apply `request`, starting with the leader this member knows of (this
     /// member itself when it knows none or itself) and following "not leader" hints, until a
     /// reply other than `NotLeader` arrives; the caller bounds the whole call with a deadline.
@@ -457,9 +448,7 @@ impl Consensus {
     /// Writes forwarded from this member to one leader share peer calls (`forward_batch`);
     /// `len_bytes` is the request's encoded size.
     async fn ask_leader(&self, request: &Request, len_bytes: usize) -> Result<Reply, NodeError> {
-        // A member that knows another member leads sends there at once: asking its own
-        // engine first would only return that hint, one round trip through the engine later.
-        let mut target: Option<MemberId> = self.known_leader().filter(|l| *l != self.id);
+        let mut target = first_target(&self.raft, self.id);
         loop {
             let reply = match target {
                 None => self.write_local(request.clone()).await?,
@@ -737,6 +726,15 @@ impl Consensus {
             tracing::warn!(error = %e, "raft task ended abnormally during shutdown");
         }
     }
+}
+
+/// The member to ask first: the leader `me` last heard of when that is another member (it
+/// may have lost leadership since), else `None`, `me`'s own engine. Asking the own engine
+/// of a member that knows another leader would only return that hint, one round trip
+/// through the engine later.
+pub(super) fn first_target(raft: &Raft, me: MemberId) -> Option<MemberId> {
+    let leader = raft.metrics().borrow_watched().current_leader;
+    leader.map(MemberId::new).filter(|l| *l != me)
 }
 
 /// The member to ask next after a "not leader" reply naming `hint` (while asking `target`;

@@ -12,12 +12,11 @@
 //! saves a trip through the engine per read (openraft already shares the quorum
 //! confirmation between concurrent requests).
 
-use super::consensus::{follow_hint, raft_error, ConsensusConfig};
+use super::consensus::{first_target, follow_hint, raft_error, ConsensusConfig};
 use super::network::{Message, Network, PeerMessage, Reply};
 use super::{rt, Raft};
 use crate::error::NodeError;
 use keel_types::MemberId;
-use openraft::async_runtime::watch::WatchReceiver as _;
 use openraft::ReadPolicy;
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,9 +78,7 @@ async fn read_index(
     id: MemberId,
     send_max: Duration,
 ) -> Result<u64, NodeError> {
-    // Asking this member's engine first would only return the hint it already has.
-    let known = raft.metrics().borrow_watched().current_leader;
-    let mut target: Option<MemberId> = known.map(MemberId::new).filter(|l| *l != id);
+    let mut target = first_target(raft, id);
     loop {
         let reply = match target {
             None => local_read_index(raft).await?,
