@@ -9,7 +9,8 @@
 //!   temporary filesystem, for [`FSYNC_SECS`] seconds (fsyncs/s);
 //! - puts on the leader by 1, 16 and 64 concurrent writers, each phase [`PUT_SECS`] seconds:
 //!   throughput, p50/p99/max latency, throughput divided by the fsync rate, the puts per
-//!   leader log fsync (how many writes each fsync carries) and the process's CPU time per put;
+//!   leader log fsync (how many writes each fsync carries), the puts per engine write of
+//!   the leader's apply (how many entries apply together) and the process's CPU time per put;
 //! - gets by [`READERS`] concurrent readers on the leader and on a follower, linearizable and
 //!   serializable, each phase [`GET_SECS`] seconds.
 //!
@@ -268,17 +269,27 @@ async fn get_phase(
 /// The log fsyncs `node` has done (its `etcd_disk_wal_fsync_duration_seconds` count): each
 /// is one group commit of the Raft log.
 fn log_fsyncs(node: &Node) -> u64 {
+    histogram_count(node, "etcd_disk_wal_fsync_duration_seconds")
+}
+
+/// The engine writes of applied entries `node` has done (its
+/// `etcd_disk_backend_commit_duration_seconds` count): a run of ready KV entries is one.
+fn apply_writes(node: &Node) -> u64 {
+    histogram_count(node, "etcd_disk_backend_commit_duration_seconds")
+}
+
+fn histogram_count(node: &Node, name: &str) -> u64 {
     let text = node.metrics_text().expect("render metrics");
     text.lines()
-        .find_map(|l| l.strip_prefix("etcd_disk_wal_fsync_duration_seconds_count "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix("_count "))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|v| v as u64)
-        .expect("the log fsync count in the metrics")
+        .unwrap_or_else(|| panic!("{name}_count in the metrics"))
 }
 
 fn print_put_header() {
     println!(
-        "{:<22} {:>8} {:>6} {:>10} {:>9} {:>9} {:>9} {:>12} {:>14} {:>11}",
+        "{:<22} {:>8} {:>6} {:>10} {:>9} {:>9} {:>9} {:>12} {:>14} {:>16} {:>11}",
         "put (on leader)",
         "ops",
         "errors",
@@ -288,14 +299,16 @@ fn print_put_header() {
         "max ms",
         "÷ fsync/s",
         "puts/log fsync",
+        "puts/apply write",
         "CPU us/put"
     );
 }
 
-/// One put phase's row; `fsyncs` is the leader's log fsyncs during the phase.
-fn print_put_row(label: &str, p: &Phase, fsync_per_sec: f64, fsyncs: u64) {
+/// One put phase's row; `fsyncs` and `applies` are the leader's log fsyncs and engine
+/// writes of applied entries during the phase.
+fn print_put_row(label: &str, p: &Phase, fsync_per_sec: f64, fsyncs: u64, applies: u64) {
     println!(
-        "{:<22} {:>8} {:>6} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>11.2}x {:>14.1} {:>11.1}",
+        "{:<22} {:>8} {:>6} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>11.2}x {:>14.1} {:>16.1} {:>11.1}",
         label,
         p.ops,
         p.errors,
@@ -305,6 +318,7 @@ fn print_put_row(label: &str, p: &Phase, fsync_per_sec: f64, fsyncs: u64) {
         ms(p.latencies.last().copied().unwrap_or_default()),
         p.rate() / fsync_per_sec,
         p.ops as f64 / fsyncs.max(1) as f64,
+        p.ops as f64 / applies.max(1) as f64,
         p.cpu_us_per_op(),
     );
 }
@@ -408,10 +422,12 @@ async fn bench() {
     print_put_header();
     let mut rates = Vec::new();
     for writers in WRITERS {
-        let fsyncs_before = log_fsyncs(leader);
+        let (fsyncs_before, applies_before) = (log_fsyncs(leader), apply_writes(leader));
         let p = put_phase(leader, &clock, writers).await;
         let fsyncs = log_fsyncs(leader) - fsyncs_before;
-        print_put_row(&format!("{writers} writers"), &p, fsync_per_sec, fsyncs);
+        let applies = apply_writes(leader) - applies_before;
+        let label = format!("{writers} writers");
+        print_put_row(&label, &p, fsync_per_sec, fsyncs, applies);
         rates.push((writers, p.rate()));
     }
 

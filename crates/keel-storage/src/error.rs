@@ -124,6 +124,15 @@ pub enum StorageError {
         /// What was wrong.
         detail: String,
     },
+    /// A read inside a write transaction at a revision the transaction sealed
+    /// ([`crate::mvcc::WriteTxn::seal_revision`]) but has not committed yet.
+    #[error("revision {requested} is not committed yet (committed: {committed})")]
+    UncommittedRevision {
+        /// The revision asked for.
+        requested: Revision,
+        /// The store's committed revision.
+        committed: Revision,
+    },
     /// A watch could not be registered or has been closed.
     #[error("watch: {detail}")]
     Watch {

@@ -497,6 +497,39 @@ enum Op {
     Range(RangeRequest),
     Compact(u64),
     Reopen,
+    /// Puts, deletes and txns in one write transaction, each in its own revision
+    /// (`WriteTxn::seal_revision`), committed together.
+    Group(Vec<Op>),
+}
+
+/// The same txn with every read at the latest revision: reads at an explicit revision are
+/// refused after a sealed, uncommitted one.
+fn latest_reads(t: &TxnRequest) -> TxnRequest {
+    fn ops(list: &[RequestOp]) -> Vec<RequestOp> {
+        list.iter()
+            .map(|op| match op {
+                RequestOp::Range(r) => RequestOp::Range(RangeRequest {
+                    revision: None,
+                    ..r.clone()
+                }),
+                RequestOp::Txn(t) => RequestOp::Txn(latest_reads(t)),
+                other => other.clone(),
+            })
+            .collect()
+    }
+    TxnRequest {
+        compare: t.compare.clone(),
+        success: ops(&t.success),
+        failure: ops(&t.failure),
+    }
+}
+
+fn arb_group_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => arb_put().prop_map(Op::Put),
+        2 => (arb_range(), any::<bool>()).prop_map(|(range, prev_kv)| Op::Delete(DeleteRequest { range, prev_kv })),
+        2 => arb_txn(20).prop_map(|t| Op::Txn(latest_reads(&t))),
+    ]
 }
 
 fn arb_op() -> impl Strategy<Value = Op> {
@@ -507,10 +540,61 @@ fn arb_op() -> impl Strategy<Value = Op> {
         6 => arb_range_req(30).prop_map(Op::Range),
         1 => (0u64..30).prop_map(Op::Compact),
         1 => Just(Op::Reopen),
+        2 => proptest::collection::vec(arb_group_op(), 1..6).prop_map(Op::Group),
     ]
 }
 
 // ---------------------------------------------------------------------------------------
+
+/// Run `group` in one write transaction, each request in its own revision, against the
+/// model doing them one at a time.
+fn run_group(
+    store: &MvccStore,
+    model: &mut Model,
+    i: usize,
+    group: &[Op],
+) -> Result<(), TestCaseError> {
+    let mut txn = store.begin().unwrap();
+    for (j, op) in group.iter().enumerate() {
+        match op {
+            Op::Put(p) => {
+                prop_assert_eq!(txn.put(p.clone()), model.put(p), "op {}.{} put", i, j)
+            }
+            Op::Delete(d) => {
+                prop_assert_eq!(txn.delete_range(d), model.delete(d), "op {}.{} del", i, j)
+            }
+            Op::Txn(t) => {
+                let got = txn.txn(t);
+                let snapshot = (model.states.clone(), model.compacted);
+                let expect = model.txn(t);
+                if matches!(
+                    got,
+                    Err(StorageError::DuplicateKey | StorageError::TooManyOps { .. })
+                ) || expect.is_err()
+                {
+                    model.states = snapshot.0;
+                    model.compacted = snapshot.1;
+                }
+                if !matches!(
+                    got,
+                    Err(StorageError::DuplicateKey | StorageError::TooManyOps { .. })
+                ) {
+                    prop_assert_eq!(got, expect, "op {}.{} txn {:?}", i, j, t);
+                }
+            }
+            other => prop_assert!(false, "op {}.{}: {:?} in a group", i, j, other),
+        }
+        // a refused request left nothing, so the next one starts a revision on
+        // top of the model's current one
+        prop_assert_eq!(txn.current_revision(), model.current(), "op {}.{}", i, j);
+        txn.seal_revision();
+    }
+    let committed = txn
+        .commit(keel_storage::engine::Durability::Buffered)
+        .unwrap();
+    prop_assert_eq!(committed.revision, model.current(), "op {} group", i);
+    Ok(())
+}
 
 fn run(ops: Vec<Op>, mut open: impl FnMut() -> Arc<MvccStore>) -> Result<(), TestCaseError> {
     let mut model = Model::new();
@@ -553,6 +637,7 @@ fn run(ops: Vec<Op>, mut open: impl FnMut() -> Arc<MvccStore>) -> Result<(), Tes
                 drop(store);
                 store = open();
             }
+            Op::Group(group) => run_group(&store, &mut model, i, &group)?,
         }
         prop_assert_eq!(store.current_revision().unwrap(), model.current());
         prop_assert_eq!(store.compacted_revision().unwrap(), model.compacted);

@@ -233,3 +233,109 @@ fn dropped_watcher_unregisters() {
     drop(w);
     assert!(s.hub().is_empty());
 }
+
+#[test]
+fn sealed_revisions_of_one_commit_arrive_one_batch_per_revision() {
+    let s = store();
+    put(&s, "g/a", "old"); // 2
+    let mut live = s
+        .watch(WatchSpec {
+            prev_kv: true,
+            ..WatchSpec::new(KeyRange::prefix(&b"g/"[..]))
+        })
+        .unwrap();
+    let mut txn = s.begin().unwrap();
+    txn.put(PutRequest::new(&b"g/a"[..], &b"new"[..])).unwrap(); // 3
+    txn.seal_revision();
+    txn.seal_revision(); // nothing open: no empty revision
+    txn.put(PutRequest::new(&b"g/b"[..], &b"v"[..])).unwrap(); // 4
+    txn.seal_revision();
+    let deleted = txn
+        .delete_range(&DeleteRequest {
+            range: KeyRange::prefix(&b"g/"[..]),
+            prev_kv: false,
+        })
+        .unwrap(); // 5: sees both keys, the first changed in this commit
+    assert_eq!(deleted.deleted, 2);
+    // nothing is visible, and nothing delivered, before the commit
+    assert!(live.poll().unwrap().is_none());
+    assert_eq!(s.current_revision().unwrap(), Revision::new(2));
+    let committed = txn.commit(Durability::Buffered).unwrap();
+    assert_eq!(committed.revision, Revision::new(5));
+    assert_eq!(committed.events.len(), 4);
+    let mut batches = Vec::new();
+    while let Some(b) = live.poll().unwrap() {
+        let prev: Vec<Option<String>> = b
+            .events
+            .iter()
+            .map(|e| {
+                e.prev_kv
+                    .as_ref()
+                    .map(|p| String::from_utf8(p.value.to_vec()).unwrap())
+            })
+            .collect();
+        batches.push((b.revision.get(), b.events.len(), prev));
+    }
+    assert_eq!(
+        batches,
+        vec![
+            (3, 1, vec![Some("old".to_string())]),
+            (4, 1, vec![None]),
+            (5, 2, vec![Some("new".to_string()), Some("v".to_string())]),
+        ]
+    );
+    // a watcher starting in the past reads the same revisions from history
+    let mut late = s
+        .watch(WatchSpec {
+            start_revision: Some(Revision::new(3)),
+            ..WatchSpec::new(KeyRange::prefix(&b"g/"[..]))
+        })
+        .unwrap();
+    let revs: Vec<(u64, u32)> = drain(&mut late).into_iter().map(|e| (e.0, e.1)).collect();
+    assert_eq!(revs, vec![(3, 0), (4, 0), (5, 0), (5, 1)]);
+    // the writer's cache learned the last version of each key
+    let again = s.put(PutRequest::new(&b"g/a"[..], &b"x"[..])).unwrap();
+    assert_eq!(again.revision, Revision::new(6));
+    let got = s
+        .range(&keel_storage::mvcc::RangeRequest::new(KeyRange::key(
+            &b"g/a"[..],
+        )))
+        .unwrap();
+    assert_eq!(
+        got.kvs[0].version, 1,
+        "re-created after the delete in revision 5"
+    );
+    assert_eq!(got.kvs[0].create_revision, Revision::new(6));
+}
+
+#[test]
+fn a_read_at_a_sealed_uncommitted_revision_is_refused() {
+    let s = store();
+    put(&s, "r/a", "1"); // 2
+    let mut txn = s.begin().unwrap();
+    txn.put(PutRequest::new(&b"r/a"[..], &b"2"[..])).unwrap(); // 3, sealed below
+    txn.seal_revision();
+    let at = |rev: u64| keel_storage::mvcc::RangeRequest {
+        revision: Some(Revision::new(rev)),
+        ..keel_storage::mvcc::RangeRequest::new(KeyRange::key(&b"r/a"[..]))
+    };
+    // committed revisions still read from the committed view
+    let old = txn.range(&at(2)).unwrap();
+    assert_eq!(old.kvs[0].value.as_ref(), b"1");
+    assert!(matches!(
+        txn.range(&at(3)),
+        Err(StorageError::UncommittedRevision { .. })
+    ));
+    assert!(matches!(
+        txn.range(&at(4)),
+        Err(StorageError::FutureRevision { .. })
+    ));
+    // the latest read sees the sealed change
+    let latest = txn
+        .range(&keel_storage::mvcc::RangeRequest::new(KeyRange::key(
+            &b"r/a"[..],
+        )))
+        .unwrap();
+    assert_eq!(latest.kvs[0].value.as_ref(), b"2");
+    assert_eq!(latest.revision, Revision::new(3));
+}

@@ -33,6 +33,14 @@ pub const FORWARD_BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Default space quota of the replicated state (etcd's `--quota-backend-bytes` default, 2 GiB).
 pub const QUOTA_BACKEND_BYTES_DEFAULT: u64 = 2 * 1024 * 1024 * 1024;
 
+/// Entries applied in one write transaction at most (see the state machine's invariant 1):
+/// one engine write for a run of ready KV entries instead of one per entry.
+pub const APPLY_GROUP_ENTRIES_MAX: usize = 256;
+
+/// Bytes of engine batch after which a run of entries applied together ends (the entry
+/// that crosses it is the run's last).
+pub const APPLY_GROUP_BYTES_MAX: usize = 4 * 1024 * 1024;
+
 /// Bytes per snapshot chunk exported from the store.
 pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 1024 * 1024;
 

@@ -11,11 +11,11 @@
 //! | `etcd_server_proposals_committed_total`, `..._applied_total` | gauge | raft indexes, at render |
 //! | `etcd_server_proposals_pending` | gauge | proposals this member waits on |
 //! | `etcd_server_proposals_failed_total` | counter | proposals that ended in an error |
-//! | `etcd_server_slow_apply_total` | counter | entries whose apply took over 100 ms |
+//! | `etcd_server_slow_apply_total` | counter | applies (an entry, or a run applied together) over 100 ms |
 //! | `etcd_mvcc_db_total_size_in_bytes` | gauge | the engine's size, at render |
 //! | `etcd_mvcc_db_total_size_in_use_in_bytes` | gauge | the engine's live-data estimate, at render |
 //! | `etcd_disk_wal_fsync_duration_seconds` | histogram | each log fsync (group commit) |
-//! | `etcd_disk_backend_commit_duration_seconds` | histogram | each applied entry's batch |
+//! | `etcd_disk_backend_commit_duration_seconds` | histogram | each engine write of applied entries (one per run of KV entries applied together) |
 //! | `etcd_mvcc_{put,delete,txn,range}_total` | counter | applied puts/deletes/txns, served ranges |
 //! | `etcd_debugging_mvcc_watch_stream_total` | gauge | moved by a server ([`Metrics::watch_streams`]) |
 //! | `etcd_debugging_mvcc_watcher_total` | gauge | live [`crate::WatchStream`]s, at render |

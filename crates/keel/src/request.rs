@@ -80,6 +80,28 @@ impl Request {
         }
     }
 
+    /// Whether the state machine may apply it in a write transaction shared with the
+    /// entries before it, each in its own revision (`WriteTxn::seal_revision`): a put, a
+    /// delete, or a txn that reads no explicit revision (such a read sees only committed
+    /// revisions, so it must not follow uncommitted ones). Compactions, lease and auth
+    /// requests apply alone.
+    pub(crate) fn joins_apply_group(&self) -> bool {
+        fn ops_join(ops: &[keel_storage::mvcc::RequestOp]) -> bool {
+            use keel_storage::mvcc::RequestOp;
+            ops.iter().all(|op| match op {
+                RequestOp::Range(r) => r.revision.is_none(),
+                RequestOp::Txn(t) => ops_join(&t.success) && ops_join(&t.failure),
+                RequestOp::Put(_) | RequestOp::Delete(_) => true,
+            })
+        }
+        match self {
+            Request::Put(_) | Request::DeleteRange(_) => true,
+            Request::Txn(t) => ops_join(&t.success) && ops_join(&t.failure),
+            Request::Checked { request, .. } => request.joins_apply_group(),
+            Request::Compact { .. } | Request::Lease(_) | Request::Auth(_) => false,
+        }
+    }
+
     /// The request's name in logs.
     pub(crate) fn kind(&self) -> &'static str {
         match self {

@@ -1,5 +1,5 @@
-//! The write transaction: every change of one revision, plus the caller's records and
-//! applied marker, committed as one engine batch.
+//! The write transaction: every change of one revision (or of several, sealed one after
+//! the other), plus the caller's records and applied marker, committed as one engine batch.
 
 use super::check;
 use super::read::{self, Overlay, RangeCollector};
@@ -31,7 +31,8 @@ struct Change {
     prev: Option<Record>,
 }
 
-/// Every change of one revision, applied atomically by [`WriteTxn::commit`].
+/// Every change of one revision, applied atomically by [`WriteTxn::commit`]; or of several
+/// consecutive revisions, each ended by [`WriteTxn::seal_revision`].
 ///
 /// Holds the store's writer lock: one write transaction at a time. Reads inside it see its
 /// own changes. Each request (`put`, `delete_range`, `txn`, `compact`) is validated before it
@@ -65,10 +66,19 @@ pub struct WriteTxn<'s> {
     batch: WriteBatch,
     applied: Option<Vec<u8>>,
     compact: Option<Revision>,
+    /// The store's revision before the open revision: the committed one, or the last
+    /// revision sealed by [`WriteTxn::seal_revision`].
+    base: Revision,
+    /// The revisions sealed so far, with their events, in order (already in `batch`).
+    sealed: Vec<Committed>,
+    /// Every sealed change's key and new latest version (`None` = deleted), in change
+    /// order: what the writer's cache learns at commit.
+    latest: Vec<(Bytes, Option<Record>)>,
 }
 
 impl<'s> WriteTxn<'s> {
     pub(crate) fn new(store: &'s MvccStore, writer: MutexGuard<'s, WriterState>) -> Self {
+        let writer_current = writer.current;
         WriteTxn {
             store,
             writer,
@@ -78,21 +88,85 @@ impl<'s> WriteTxn<'s> {
             batch: WriteBatch::default(),
             applied: None,
             compact: None,
+            base: writer_current,
+            sealed: Vec::new(),
+            latest: Vec::new(),
         }
     }
 
     /// The revision this transaction's changes get (current + 1).
     pub fn revision(&self) -> Revision {
-        self.writer.current.next()
+        self.base.next()
     }
 
     /// The store's revision as this transaction would leave it so far.
     pub fn current_revision(&self) -> Revision {
         if self.changes.is_empty() {
-            self.writer.current
+            self.base
         } else {
             self.revision()
         }
+    }
+
+    /// End the open revision: the changes made so far keep their revision, and the next
+    /// change gets the one after it. Nothing is written before [`WriteTxn::commit`], which
+    /// commits every sealed revision in one batch; watchers then get each revision's events
+    /// separately, in order. With no open change this does nothing.
+    ///
+    /// This lets a caller apply several requests, each in its own revision as etcd gives
+    /// it, with one engine write. Reads at the latest revision see every earlier change of
+    /// the transaction; reads at an explicit revision see only committed revisions, so a
+    /// read at a sealed, uncommitted revision is refused (commit first).
+    ///
+    /// # Examples
+    /// ```
+    /// use keel_storage::{engine::{Durability, MemEngine}, mvcc::PutRequest, MvccStore};
+    /// use std::sync::Arc;
+    /// let store = MvccStore::open(Arc::new(MemEngine::new(&MvccStore::COLUMN_FAMILIES)))?;
+    /// let mut txn = store.begin()?;
+    /// assert_eq!(txn.put(PutRequest::new(&b"a"[..], &b"1"[..]))?.revision.get(), 2);
+    /// txn.seal_revision();
+    /// assert_eq!(txn.put(PutRequest::new(&b"a"[..], &b"2"[..]))?.revision.get(), 3);
+    /// let committed = txn.commit(Durability::Buffered)?;
+    /// assert_eq!(committed.revision.get(), 3);
+    /// assert_eq!(committed.events.len(), 2);
+    /// # Ok::<(), keel_storage::StorageError>(())
+    /// ```
+    pub fn seal_revision(&mut self) {
+        if self.changes.is_empty() {
+            return;
+        }
+        let rev = self.revision();
+        let changes = std::mem::take(&mut self.changes);
+        let cfs = self.store.cfs();
+        // per change one history record; one revs entry lists the revision's keys
+        let bytes: usize = changes
+            .iter()
+            .map(|c| 2 * c.key.len() + c.record.value.len() + RECORD_BYTES_MAX + 16)
+            .sum();
+        self.batch.reserve(changes.len() + 4, bytes + 64);
+        let mut events = Vec::with_capacity(changes.len());
+        // each change is encoded once, into buffers reused across this revision's changes
+        let (mut key, mut record) = (Vec::new(), Vec::new());
+        let mut revs = Vec::with_capacity(changes.iter().map(|c| c.key.len() + 4).sum());
+        self.latest.reserve(changes.len());
+        for change in changes {
+            key.clear();
+            codec::history_key_into(&change.key, rev, &mut key);
+            record.clear();
+            change.record.encode_into(&mut record);
+            self.batch.put(cfs.history, &key, &record);
+            codec::push_revs_key(&change.key, &mut revs);
+            events.push(to_event(&change));
+            let live = (!change.record.tombstone).then_some(change.record);
+            self.latest.push((change.key, live));
+        }
+        self.batch.put(cfs.revs, codec::revs_key(rev), &revs);
+        self.sealed.push(Committed {
+            revision: rev,
+            events,
+        });
+        self.base = rev;
     }
 
     /// The batch committed with the changes: other crates add their records here.
@@ -192,11 +266,18 @@ impl<'s> WriteTxn<'s> {
 
     /// A revision readable at the start of the transaction (etcd: `checkRequestRange`).
     fn check_readable(&self, rev: Revision) -> Result<()> {
-        let current = self.writer.current;
+        let current = self.base;
         if rev > current {
             return Err(StorageError::FutureRevision {
                 requested: rev,
                 current,
+            });
+        }
+        if rev > self.writer.current {
+            // sealed by this transaction, not in the committed view (see `seal_revision`)
+            return Err(StorageError::UncommittedRevision {
+                requested: rev,
+                committed: self.writer.current,
             });
         }
         if rev < self.writer.compacted {
@@ -432,43 +513,21 @@ impl<'s> WriteTxn<'s> {
         Ok(())
     }
 
-    /// Commit every change, the caller's records and the applied marker in one batch.
+    /// Commit every change, the caller's records and the applied marker in one batch. The
+    /// result holds the store's revision after the commit and every event of every
+    /// revision, in order.
     ///
     /// # Errors
     /// Storage failure (the engine is then poisoned and nothing is visible).
     pub fn commit(mut self, durability: Durability) -> Result<Committed> {
         let cfs = self.store.cfs();
-        let rev = self.revision();
+        self.seal_revision();
         let mut batch = std::mem::take(&mut self.batch);
-        let changes = std::mem::take(&mut self.changes);
-        let mut events = Vec::with_capacity(changes.len());
-        // per change one history record; one revs entry lists the revision's keys
-        let bytes: usize = changes
-            .iter()
-            .map(|c| 2 * c.key.len() + c.record.value.len() + RECORD_BYTES_MAX + 16)
-            .sum();
-        batch.reserve(changes.len() + 4, bytes + 64);
-        // each change is encoded once, into buffers reused across this commit's changes
-        let (mut key, mut record) = (Vec::new(), Vec::new());
-        let mut revs = Vec::with_capacity(changes.iter().map(|c| c.key.len() + 4).sum());
-        for change in &changes {
-            key.clear();
-            codec::history_key_into(&change.key, rev, &mut key);
-            record.clear();
-            change.record.encode_into(&mut record);
-            batch.put(cfs.history, &key, &record);
-            codec::push_revs_key(&change.key, &mut revs);
-            events.push(to_event(change));
+        let sealed = std::mem::take(&mut self.sealed);
+        let new_rev = self.base;
+        if !sealed.is_empty() {
+            batch.put(cfs.meta, schema::META_REVISION, new_rev.get().to_be_bytes());
         }
-        if !changes.is_empty() {
-            batch.put(cfs.revs, codec::revs_key(rev), &revs);
-        }
-        let new_rev = if events.is_empty() {
-            self.writer.current
-        } else {
-            batch.put(cfs.meta, schema::META_REVISION, rev.get().to_be_bytes());
-            rev
-        };
         if let Some(c) = self.compact {
             batch.put(
                 cfs.meta,
@@ -487,20 +546,30 @@ impl<'s> WriteTxn<'s> {
             }
         }
         // in change order, so a key changed twice ends with its last version
-        for change in &changes {
-            let live = (!change.record.tombstone).then_some(&change.record);
-            self.writer.latest.set(&change.key, live);
+        for (key, live) in std::mem::take(&mut self.latest) {
+            self.writer.latest.set(&key, live.as_ref());
         }
         self.writer.current = new_rev;
         if let Some(c) = self.compact {
             self.writer.compacted = c;
         }
-        let committed = Committed {
+        for committed in &sealed {
+            self.store.hub().notify(committed, self.writer.compacted);
+        }
+        let events = match <[Committed; 1]>::try_from(sealed) {
+            Ok([one]) => one.events,
+            Err(sealed) => {
+                let mut events = Vec::with_capacity(sealed.iter().map(|c| c.events.len()).sum());
+                for committed in sealed {
+                    events.extend(committed.events);
+                }
+                events
+            }
+        };
+        Ok(Committed {
             revision: new_rev,
             events,
-        };
-        self.store.hub().notify(&committed, self.writer.compacted);
-        Ok(committed)
+        })
     }
 }
 

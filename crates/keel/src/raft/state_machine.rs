@@ -1,9 +1,14 @@
 //! openraft's state machine on keel-storage's [`MvccStore`].
 //!
 //! Invariants:
-//! 1. One applied entry is one [`WriteTxn`]: the request's changes and the applied-state
+//! 1. Applied entries commit in [`WriteTxn`]s: the requests' changes and the applied-state
 //!    marker (applied log id + last membership) commit in one engine batch, so the store and
-//!    the marker never disagree, whatever crashes.
+//!    the marker never disagree, whatever crashes. A run of consecutive KV entries that
+//!    [`Request::joins_apply_group`] (as many as openraft has ready, up to
+//!    [`APPLY_GROUP_ENTRIES_MAX`] entries and [`APPLY_GROUP_BYTES_MAX`]) shares one transaction, each entry in its own revision
+//!    ([`WriteTxn::seal_revision`]), with the marker of the last: one engine write for the
+//!    run, and their callers are answered only after it. Every other entry is one
+//!    transaction of its own.
 //! 2. Apply commits [`Durability::Buffered`]: the entry is already synced in the log (same
 //!    engine, same WAL). After a crash the marker tells openraft where to resume, and it
 //!    replays the log from there. The node's engine keeps buffered writes in the process
@@ -41,9 +46,12 @@ use super::{io_err, Entry, LogId, MemberNode, SnapshotMeta, StoredMembership, Ty
 use crate::auth::AuthGate;
 use crate::codec::{decode_io, encode_io};
 use crate::lease::{LeaseApplied, LeaseState};
-use crate::limits::{COMPACTION_STEP_KEYS_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
+use crate::limits::{
+    APPLY_GROUP_BYTES_MAX, APPLY_GROUP_ENTRIES_MAX, COMPACTION_STEP_KEYS_MAX,
+    SNAPSHOT_CHUNK_BYTES_MAX,
+};
 use crate::request::{Applied, Rejection, Request};
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use keel_membership::schema::MEMBERS_CF;
 use keel_membership::{persist, Cluster};
 use keel_storage::engine::Durability;
@@ -267,6 +275,86 @@ impl StateMachine {
         Ok(applied)
     }
 
+    /// Apply `first` and the entries after it that `entries` has ready and that each
+    /// [`Request::joins_apply_group`], in one write transaction, one revision each
+    /// (invariant 1), up to [`APPLY_GROUP_ENTRIES_MAX`] entries or
+    /// [`APPLY_GROUP_BYTES_MAX`] bytes of batch. Returns the run's answers, in order, once
+    /// it is committed, and what ended the run.
+    fn apply_run<Strm>(
+        &self,
+        first: EntryResponder<TypeConfig>,
+        entries: &mut Strm,
+        state: &mut AppliedState,
+    ) -> io::Result<(Vec<Answer>, RunEnd)>
+    where
+        Strm: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + Send,
+    {
+        let started = self.metrics.now();
+        let mut txn = self.store.begin().map_err(io_err)?;
+        let mut answers = Vec::new();
+        let (mut entry, mut responder) = first;
+        let end = loop {
+            let applied = self.apply_in_run(&mut txn, &entry, state)?;
+            answers.push((responder, applied));
+            if answers.len() >= APPLY_GROUP_ENTRIES_MAX
+                || txn.batch().size_bytes() >= APPLY_GROUP_BYTES_MAX
+            {
+                break RunEnd::Pending;
+            }
+            match entries.next().now_or_never() {
+                Some(Some(Ok((next, next_responder)))) if joins_apply_group(&next) => {
+                    (entry, responder) = (next, next_responder);
+                }
+                Some(Some(item)) => break RunEnd::Ready(Box::new(item)),
+                Some(None) => break RunEnd::Ended,
+                None => break RunEnd::Pending,
+            }
+        };
+        self.lease.stage(&mut txn);
+        self.auth.stage(&mut txn).map_err(io_err)?;
+        txn.set_applied(&encode_io("applied state", state)?);
+        let commit_started = self.metrics.now();
+        txn.commit(Durability::Buffered).map_err(io_err)?;
+        self.metrics
+            .observe_since(&self.metrics.backend_commit, commit_started);
+        if self.metrics.now().saturating_sub(started) > crate::metrics::SLOW_APPLY {
+            self.metrics.slow_apply.inc();
+        }
+        Ok((answers, end))
+    }
+
+    /// Apply one entry of a run in the run's transaction, in a revision of its own.
+    fn apply_in_run(
+        &self,
+        txn: &mut WriteTxn<'_>,
+        entry: &Entry,
+        state: &mut AppliedState,
+    ) -> io::Result<Applied> {
+        state.last_applied = Some(entry.log_id);
+        let EntryPayload::Normal(req) = &entry.payload else {
+            return Err(io::Error::other("a non-request entry in an apply run"));
+        };
+        let before = txn.current_revision();
+        let applied = match self.apply_request(txn, req) {
+            Ok(applied) => applied,
+            Err(e) if e.is_fatal() => return Err(io_err(e)),
+            Err(e) => {
+                // Invariant 3: keel-storage refuses a request before it changes anything,
+                // so the run's earlier changes stay and this request leaves none.
+                if txn.current_revision() != before {
+                    return Err(io::Error::other(format!(
+                        "a refused request left changes behind: {e}"
+                    )));
+                }
+                Applied::Rejected(Rejection::from(&e))
+            }
+        };
+        let revision = txn.current_revision();
+        txn.seal_revision();
+        count_applied(&self.metrics, &applied);
+        Ok(with_revision(applied, revision))
+    }
+
     /// Apply one entry in one write transaction (invariant 1).
     fn apply_one(&self, entry: &Entry, state: &mut AppliedState) -> io::Result<Applied> {
         let started = self.metrics.now();
@@ -379,6 +467,32 @@ impl StateMachine {
         let cluster_id = previous.as_ref().map_or(self.cluster_id, Cluster::id);
         derive_cluster(cluster_id, previous.as_ref(), m).map_err(io_err)
     }
+}
+
+/// A caller to answer once its entry's run is committed, and the answer.
+type Answer = (
+    Option<openraft::storage::ApplyResponder<TypeConfig>>,
+    Applied,
+);
+
+/// What ended a run of entries applied together (see `StateMachine::apply_run`).
+enum RunEnd {
+    /// The next entry, ready but not joining the run (or an error reading it).
+    Ready(Box<io::Result<EntryResponder<TypeConfig>>>),
+    /// The stream has no more entries.
+    Ended,
+    /// The run is full, or the stream has no entry ready.
+    Pending,
+}
+
+/// Whether `entry` may share a write transaction with the entries before it (invariant 1).
+fn joins_apply_group(entry: &Entry) -> bool {
+    // The planted bug commits each entry's marker early, one entry at a time.
+    #[cfg(feature = "planted-bugs")]
+    if crate::planted::on(&crate::planted::APPLIED_BEFORE_CHANGES) {
+        return false;
+    }
+    matches!(&entry.payload, EntryPayload::Normal(req) if req.joins_apply_group())
 }
 
 /// Count an applied request in etcd's mvcc and lease counters (refusals are not counted).
@@ -499,12 +613,28 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Strm: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + Send,
     {
         let mut state = self.load_state()?;
-        while let Some(item) = entries.next().await {
+        let mut next = entries.next().await;
+        while let Some(item) = next.take() {
             let (entry, responder) = item?;
-            let applied = self.apply_one(&entry, &mut state)?;
-            if let Some(responder) = responder {
-                responder.send(applied);
+            if !joins_apply_group(&entry) {
+                let applied = self.apply_one(&entry, &mut state)?;
+                if let Some(responder) = responder {
+                    responder.send(applied);
+                }
+                next = entries.next().await;
+                continue;
             }
+            let (answers, end) = self.apply_run((entry, responder), &mut entries, &mut state)?;
+            for (responder, applied) in answers {
+                if let Some(responder) = responder {
+                    responder.send(applied);
+                }
+            }
+            next = match end {
+                RunEnd::Ready(item) => Some(*item),
+                RunEnd::Ended => None,
+                RunEnd::Pending => entries.next().await,
+            };
         }
         Ok(())
     }
