@@ -5,10 +5,10 @@
 //!    marker (applied log id + last membership) commit in one engine batch, so the store and
 //!    the marker never disagree, whatever crashes. A run of consecutive KV entries that
 //!    [`Request::joins_apply_group`] (as many as openraft has ready, up to
-//!    [`APPLY_GROUP_ENTRIES_MAX`] entries and [`APPLY_GROUP_BYTES_MAX`]) shares one transaction, each entry in its own revision
-//!    ([`WriteTxn::seal_revision`]), with the marker of the last: one engine write for the
-//!    run, and their callers are answered only after it. Every other entry is one
-//!    transaction of its own.
+//!    [`APPLY_GROUP_ENTRIES_MAX`] entries and [`APPLY_GROUP_BYTES_MAX`]) shares one
+//!    transaction, each entry in its own revision ([`WriteTxn::seal_revision`]), with the
+//!    marker of the last: one engine write for the run, and their callers are answered
+//!    only after it. Every other entry is one transaction of its own.
 //! 2. Apply commits [`Durability::Buffered`]: the entry is already synced in the log (same
 //!    engine, same WAL). After a crash the marker tells openraft where to resume, and it
 //!    replays the log from there. The node's engine keeps buffered writes in the process
@@ -475,6 +475,13 @@ type Answer = (
     Applied,
 );
 
+/// Send `applied` to the caller waiting on the entry, if one waits on this member.
+fn answer(responder: Option<openraft::storage::ApplyResponder<TypeConfig>>, applied: Applied) {
+    if let Some(responder) = responder {
+        responder.send(applied);
+    }
+}
+
 /// What ended a run of entries applied together (see `StateMachine::apply_run`).
 enum RunEnd {
     /// The next entry, ready but not joining the run (or an error reading it).
@@ -617,18 +624,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         while let Some(item) = next.take() {
             let (entry, responder) = item?;
             if !joins_apply_group(&entry) {
-                let applied = self.apply_one(&entry, &mut state)?;
-                if let Some(responder) = responder {
-                    responder.send(applied);
-                }
+                answer(responder, self.apply_one(&entry, &mut state)?);
                 next = entries.next().await;
                 continue;
             }
             let (answers, end) = self.apply_run((entry, responder), &mut entries, &mut state)?;
             for (responder, applied) in answers {
-                if let Some(responder) = responder {
-                    responder.send(applied);
-                }
+                answer(responder, applied);
             }
             next = match end {
                 RunEnd::Ready(item) => Some(*item),
