@@ -55,7 +55,7 @@ use futures::{FutureExt, Stream, StreamExt};
 use keel_membership::schema::MEMBERS_CF;
 use keel_membership::{persist, Cluster};
 use keel_storage::engine::Durability;
-use keel_storage::mvcc::WriteTxn;
+use keel_storage::mvcc::{Committed, WriteTxn};
 use keel_storage::snapshot_store::{SnapshotStore, StoredStream};
 use keel_storage::{DurableLog, MvccStore, StorageError};
 use keel_types::ClusterId;
@@ -310,17 +310,24 @@ impl StateMachine {
                 None => break RunEnd::Pending,
             }
         };
-        self.lease.stage(&mut txn);
-        self.auth.stage(&mut txn).map_err(io_err)?;
-        txn.set_applied(&encode_io("applied state", state)?);
-        let commit_started = self.metrics.now();
-        txn.commit(Durability::Buffered).map_err(io_err)?;
-        self.metrics
-            .observe_since(&self.metrics.backend_commit, commit_started);
+        self.commit_applied(txn, &encode_io("applied state", state)?)?;
         if self.metrics.now().saturating_sub(started) > crate::metrics::SLOW_APPLY {
             self.metrics.slow_apply.inc();
         }
         Ok((answers, end))
+    }
+
+    /// Stage the lessor's and the auth state's changes and the applied `marker` into `txn`
+    /// and commit it, buffered (invariants 1, 2, 7 and 8).
+    fn commit_applied(&self, mut txn: WriteTxn<'_>, marker: &[u8]) -> io::Result<Committed> {
+        self.lease.stage(&mut txn);
+        self.auth.stage(&mut txn).map_err(io_err)?;
+        txn.set_applied(marker);
+        let commit_started = self.metrics.now();
+        let committed = txn.commit(Durability::Buffered).map_err(io_err)?;
+        self.metrics
+            .observe_since(&self.metrics.backend_commit, commit_started);
+        Ok(committed)
     }
 
     /// Apply one entry of a run in the run's transaction, in a revision of its own.
@@ -415,13 +422,7 @@ impl StateMachine {
                 }
             },
         };
-        self.lease.stage(&mut txn);
-        self.auth.stage(&mut txn).map_err(io_err)?;
-        txn.set_applied(&marker);
-        let commit_started = self.metrics.now();
-        let committed = txn.commit(Durability::Buffered).map_err(io_err)?;
-        self.metrics
-            .observe_since(&self.metrics.backend_commit, commit_started);
+        let committed = self.commit_applied(txn, &marker)?;
         if compact {
             tracing::info!(revision = %committed.revision, "compaction applied");
             while !self
