@@ -22,8 +22,9 @@ pub const WATCHER_BUFFER_BATCHES: usize = 128;
 pub const WATCHERS_MAX: usize = 1_000_000;
 /// Keys one compaction batch removes before releasing the writer.
 pub const COMPACTION_BATCH_KEYS: usize = 1000;
-/// Entries of the writer's cache of latest versions (a put that hits it skips reading the
-/// previous version from the engine). When either bound would be exceeded the cache is
+/// Entries of the cache of latest versions (a put that hits it skips reading the previous
+/// version from the engine; a single-key read at the latest revision that hits it reads
+/// nothing from the engine). When either bound would be exceeded the cache is
 /// emptied and refills from later commits; misses read the engine.
 pub const LATEST_CACHE_ENTRIES_MAX: usize = 256 * 1024;
 /// Bytes (keys plus values, as counted by the cache) the latest-version cache holds at most;

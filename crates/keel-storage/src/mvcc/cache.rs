@@ -1,10 +1,12 @@
-//! The writer's bounded cache of the latest version of recently written keys.
+//! The bounded cache of the latest version of recently written or read keys.
 //!
-//! Lives in [`super::store::WriterState`], so only the holder of the writer lock reads or
-//! changes it. Invariant: for every cached key, the entry equals the key's latest live
-//! version in `kv_history` (`None` = no live version: no entry, or a deletion newest). It is
-//! maintained after every successful commit (the changed keys get their new version),
-//! emptied when a commit fails and when a snapshot is installed, and starts empty at open.
+//! Lives in [`super::store::Published`], next to the revision it describes. Invariant: for
+//! every cached key, the entry equals the key's latest live version in `kv_history` at the
+//! published revision (`None` = no live version: no entry, or a deletion newest). It is
+//! maintained after every successful commit (the changed keys get their new version), filled
+//! by single-key reads at the published revision, emptied when a commit fails and when a
+//! snapshot is installed, and starts empty at open. The writer answers puts' "previous
+//! version" from it and readers answer single-key reads at the latest revision from it.
 //! Compaction removes only superseded versions and deletions, never a key's live newest
 //! version, so it leaves the cache alone. Values are copied into the cache, so it never
 //! pins a caller's larger buffer.

@@ -13,8 +13,9 @@ use crate::error::{Result, StorageError};
 use crate::limits::{MvccLimits, COMPACTION_BATCH_KEYS};
 use crate::schema;
 use crate::watch::WatchHub;
+use bytes::Bytes;
 use keel_types::{KeyRange, Revision};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
@@ -25,8 +26,20 @@ pub(crate) struct WriterState {
     pub current: Revision,
     pub compacted: Revision,
     pub compact_finished: Revision,
-    /// Latest versions of recently written keys (see [`super::cache`]).
-    pub latest: LatestCache,
+}
+
+/// What readers learn of the writer's commits without reading the engine: the current
+/// revision and the bounded cache of latest versions ([`super::cache`]), changed together
+/// under one lock after each commit's engine write. Guarded by `MvccStore::published`; lock
+/// order: writer, then published.
+#[derive(Debug)]
+pub(crate) struct Published {
+    /// The revision of the last commit published (the engine may already hold the next).
+    current: Revision,
+    /// Bumped whenever the cache is emptied because the engine's state was replaced or is
+    /// unknown: a reader that read the engine before the bump must not fill the cache.
+    generation: u64,
+    latest: LatestCache,
 }
 
 /// etcd's HashKV result.
@@ -47,9 +60,11 @@ pub struct HashKv {
 /// 2. Every version in `kv` is also in `kv_history` with a `kv_revs` entry.
 /// 3. `compact_finished <= compacted <= current`; reads below `compacted` are refused.
 /// 4. Opening reads three meta keys: nothing proportional to the number of keys.
-/// 5. Every key in the writer's latest-version cache ([`super::cache`]) maps to what `kv`
-///    holds for it; the cache starts empty at open and is emptied by a failed commit and a
-///    snapshot install.
+/// 5. Every key in the latest-version cache ([`super::cache`]) maps to its latest live
+///    version at the published revision. The writer publishes each commit's keys and
+///    revision together after the engine write; a reader fills in a key it read only when
+///    its read was at the published revision (same generation). The cache starts empty at
+///    open and is emptied by a failed commit and a snapshot install.
 ///
 /// # Examples
 /// ```
@@ -74,6 +89,7 @@ pub struct MvccStore {
     limits: MvccLimits,
     durability: Durability,
     writer: Mutex<WriterState>,
+    published: RwLock<Published>,
     hub: WatchHub,
 }
 
@@ -116,12 +132,18 @@ impl MvccStore {
         batch.put(cfs.meta, schema::META_FORMAT, vec![schema::FORMAT_VERSION]);
         engine.write(batch, Durability::Synced)?;
         let hub = WatchHub::new(state.current);
+        let published = Published {
+            current: state.current,
+            generation: 0,
+            latest: LatestCache::default(),
+        };
         Ok(MvccStore {
             engine,
             cfs,
             limits,
             durability,
             writer: Mutex::new(state),
+            published: RwLock::new(published),
             hub,
         })
     }
@@ -149,7 +171,6 @@ impl MvccStore {
             current: revs.current,
             compacted: revs.compacted,
             compact_finished: finished,
-            latest: LatestCache::default(),
         })
     }
 
@@ -169,7 +190,7 @@ impl MvccStore {
     ) -> Result<u64> {
         let mut writer = self.writer.lock();
         // the engine state is about to be replaced, whether or not the install completes
-        writer.latest.clear();
+        self.forget_published();
         let entries = crate::snapshot::install_staged(self.engine.as_ref(), chunks)?;
         let mut batch = WriteBatch::default();
         batch.put(
@@ -179,8 +200,65 @@ impl MvccStore {
         );
         self.engine.write(batch, Durability::Synced)?;
         *writer = Self::load_state(self.engine.as_ref(), self.cfs)?;
+        {
+            let mut published = self.published.write();
+            published.current = writer.current;
+            // readers that read during the install do not fill the cache
+            published.generation += 1;
+        }
         self.hub.reset(writer.current);
         Ok(entries)
+    }
+
+    /// Empty the latest-version cache: the engine's state is about to be replaced, or is
+    /// unknown after a failed write.
+    pub(crate) fn forget_published(&self) {
+        let mut published = self.published.write();
+        published.latest.clear();
+        published.generation += 1;
+    }
+
+    /// Publish a commit: `changes` (each changed key and its new latest version, `None` =
+    /// deleted, in change order) and the new current revision, after the engine holds them.
+    pub(crate) fn publish(&self, current: Revision, changes: Vec<(Bytes, Option<Record>)>) {
+        let mut published = self.published.write();
+        // in change order, so a key changed twice ends with its last version
+        for (key, live) in changes {
+            published.latest.set(&key, live.as_ref());
+        }
+        published.current = current;
+    }
+
+    /// The committed latest version of `key` if the cache holds it (`Some(None)`: no live
+    /// version). Only meaningful to the writer, whose lock keeps the committed state still.
+    pub(crate) fn cached_latest(&self, key: &[u8]) -> Option<Option<Record>> {
+        self.published.read().latest.get(key)
+    }
+
+    /// A single-key read at the latest revision answered from the cache, if it holds the
+    /// key: no engine read view, no meta reads, no seek.
+    fn range_cached(&self, key: &[u8], req: &RangeRequest) -> Option<RangeResponse> {
+        let (current, latest) = {
+            let published = self.published.read();
+            if req.revision.is_some_and(|r| r != published.current) {
+                return None;
+            }
+            (published.current, published.latest.get(key)?)
+        };
+        let mut collector = RangeCollector::new(req);
+        if let Some(rec) = latest {
+            collector.push(key, &rec);
+        }
+        Some(collector.finish(current))
+    }
+
+    /// Fill the cache with `key`'s latest version as read at `read_at` in `generation`, if
+    /// nothing was published since (then it is still the latest).
+    fn remember(&self, key: &[u8], latest: Option<&Record>, read_at: Revision, generation: u64) {
+        let mut published = self.published.write();
+        if published.current == read_at && published.generation == generation {
+            published.latest.set(key, latest);
+        }
     }
 
     pub(crate) fn cfs(&self) -> Cfs {
@@ -234,6 +312,16 @@ impl MvccStore {
     /// Empty or oversized key, compacted or future revision, storage failure.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
         super::check::check_range(&req.range, &self.limits)?;
+        // a poisoned engine fails every call, cached answers included
+        self.engine.check_healthy()?;
+        let single = match &req.range {
+            KeyRange::Key(key) => Some(key),
+            _ => None,
+        };
+        if let Some(resp) = single.and_then(|key| self.range_cached(key, req)) {
+            return Ok(resp);
+        }
+        let generation = self.published.read().generation;
         let view = self.engine.view()?;
         let revs = Revisions::load(view.as_ref(), self.cfs)?;
         let at = match req.revision {
@@ -244,10 +332,17 @@ impl MvccStore {
             }
         };
         let mut collector = RangeCollector::new(req);
+        let mut found = None;
         read::scan_live(view.as_ref(), self.cfs, &req.range, at, &mut |k, r| {
             collector.push(k, &r);
+            if single.is_some() {
+                found = Some(r);
+            }
             Ok(ControlFlow::Continue(()))
         })?;
+        if let (Some(key), None) = (single, at) {
+            self.remember(key, found.as_ref(), revs.current, generation);
+        }
         Ok(collector.finish(revs.current))
     }
 

@@ -72,7 +72,7 @@ pub struct WriteTxn<'s> {
     /// The revisions sealed so far, with their events, in order (already in `batch`).
     sealed: Vec<Committed>,
     /// Every sealed change's key and new latest version (`None` = deleted), in change
-    /// order: what the writer's cache learns at commit.
+    /// order: what the latest-version cache learns at commit.
     latest: Vec<(Bytes, Option<Record>)>,
 }
 
@@ -195,9 +195,9 @@ impl<'s> WriteTxn<'s> {
         if let Some(change) = self.overlay.get(key) {
             return Ok(change.clone());
         }
-        // Outside the overlay the latest version is the committed one, which the writer's
-        // cache mirrors for the keys it holds (we hold the writer lock).
-        if let Some(cached) = self.writer.latest.get(key) {
+        // Outside the overlay the latest version is the committed one, which the cache
+        // mirrors for the keys it holds (we hold the writer lock: nothing else commits).
+        if let Some(cached) = self.store.cached_latest(key) {
             return Ok(cached);
         }
         read::latest(self.view()?, self.store.cfs(), key)
@@ -541,14 +541,12 @@ impl<'s> WriteTxn<'s> {
         if !batch.is_empty() {
             if let Err(e) = self.store.engine().write(batch, durability) {
                 // nothing is known about what the engine holds now
-                self.writer.latest.clear();
+                self.store.forget_published();
                 return Err(e);
             }
         }
-        // in change order, so a key changed twice ends with its last version
-        for (key, live) in std::mem::take(&mut self.latest) {
-            self.writer.latest.set(&key, live.as_ref());
-        }
+        self.store
+            .publish(new_rev, std::mem::take(&mut self.latest));
         self.writer.current = new_rev;
         if let Some(c) = self.compact {
             self.writer.compacted = c;
