@@ -202,9 +202,11 @@ impl MvccStore {
         *writer = Self::load_state(self.engine.as_ref(), self.cfs)?;
         {
             let mut published = self.published.write();
-            published.current = writer.current;
-            // readers that read during the install do not fill the cache
+            // A reader that read a half-installed engine may have filled the cache while
+            // the revisions matched: empty it again, and stop later fills from such reads.
+            published.latest.clear();
             published.generation += 1;
+            published.current = writer.current;
         }
         self.hub.reset(writer.current);
         Ok(entries)
