@@ -20,10 +20,10 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 /// State only the writer changes. Guarded by `MvccStore::writer`; lock order: writer, then
-/// the watch hub's lock. The current revision is `Published::current`, which only the
-/// writer changes and which is the committed one whenever the writer lock is free.
+/// the watch hub's lock.
 #[derive(Debug)]
 pub(crate) struct WriterState {
+    pub current: Revision,
     pub compacted: Revision,
     pub compact_finished: Revision,
 }
@@ -127,13 +127,13 @@ impl MvccStore {
     ) -> Result<Self> {
         let cfs = Cfs::resolve(engine.as_ref())?;
         crate::snapshot::resume_install(engine.as_ref())?;
-        let (state, current) = Self::load_state(engine.as_ref(), cfs)?;
+        let state = Self::load_state(engine.as_ref(), cfs)?;
         let mut batch = WriteBatch::default();
         batch.put(cfs.meta, schema::META_FORMAT, vec![schema::FORMAT_VERSION]);
         engine.write(batch, Durability::Synced)?;
-        let hub = WatchHub::new(current);
+        let hub = WatchHub::new(state.current);
         let published = Published {
-            current,
+            current: state.current,
             generation: 0,
             latest: LatestCache::default(),
         };
@@ -148,8 +148,7 @@ impl MvccStore {
         })
     }
 
-    /// The writer's state and the current revision, as the engine holds them.
-    fn load_state(engine: &dyn Engine, cfs: Cfs) -> Result<(WriterState, Revision)> {
+    fn load_state(engine: &dyn Engine, cfs: Cfs) -> Result<WriterState> {
         let view = engine.view()?;
         if view.get(cfs.meta, schema::META_INSTALLING)?.is_some() {
             return Err(StorageError::IncompleteInstall);
@@ -168,11 +167,11 @@ impl MvccStore {
         let revs = Revisions::load(view.as_ref(), cfs)?;
         let finished = read::meta_revision(view.as_ref(), cfs, schema::META_COMPACT_FINISHED)?
             .unwrap_or(Revision::new(0));
-        let state = WriterState {
+        Ok(WriterState {
+            current: revs.current,
             compacted: revs.compacted,
             compact_finished: finished,
-        };
-        Ok((state, revs.current))
+        })
     }
 
     /// Replace the whole state with a snapshot stream (see [`crate::snapshot`]), which must
@@ -200,17 +199,16 @@ impl MvccStore {
             vec![schema::FORMAT_VERSION],
         );
         self.engine.write(batch, Durability::Synced)?;
-        let (state, current) = Self::load_state(self.engine.as_ref(), self.cfs)?;
-        *writer = state;
+        *writer = Self::load_state(self.engine.as_ref(), self.cfs)?;
         {
             let mut published = self.published.write();
             // A reader that read a half-installed engine may have filled the cache while
             // the revisions matched: empty it again, and stop later fills from such reads.
             published.latest.clear();
             published.generation += 1;
-            published.current = current;
+            published.current = writer.current;
         }
-        self.hub.reset(current);
+        self.hub.reset(writer.current);
         Ok(entries)
     }
 
@@ -239,36 +237,21 @@ impl MvccStore {
         self.published.read().latest.get(key)
     }
 
-    /// The current revision as published. Only meaningful to the writer, whose lock keeps
-    /// it still (readers take theirs from their engine view or with a cached answer).
-    pub(crate) fn published_revision(&self) -> Revision {
-        self.published.read().current
-    }
-
     /// A single-key read at the latest revision answered from the cache, if it holds the
-    /// key: no engine read view, no meta reads, no seek. Otherwise `Err` with the cache's
-    /// generation, for [`MvccStore::remember`].
-    fn range_cached(
-        &self,
-        key: &[u8],
-        req: &RangeRequest,
-    ) -> std::result::Result<RangeResponse, u64> {
+    /// key: no engine read view, no meta reads, no seek.
+    fn range_cached(&self, key: &[u8], req: &RangeRequest) -> Option<RangeResponse> {
         let (current, latest) = {
             let published = self.published.read();
-            let hit = match req.revision {
-                Some(r) if r != published.current => None,
-                _ => published.latest.get(key),
-            };
-            match hit {
-                Some(latest) => (published.current, latest),
-                None => return Err(published.generation),
+            if req.revision.is_some_and(|r| r != published.current) {
+                return None;
             }
+            (published.current, published.latest.get(key)?)
         };
         let mut collector = RangeCollector::new(req);
         if let Some(rec) = latest {
             collector.push(key, &rec);
         }
-        Ok(collector.finish(current))
+        Some(collector.finish(current))
     }
 
     /// Fill the cache with `key`'s latest version as read at `read_at` in `generation`, if
@@ -337,11 +320,10 @@ impl MvccStore {
             KeyRange::Key(key) => Some(key),
             _ => None,
         };
-        let generation = match single.map(|key| self.range_cached(key, req)) {
-            Some(Ok(resp)) => return Ok(resp),
-            Some(Err(generation)) => Some(generation),
-            None => None,
-        };
+        if let Some(resp) = single.and_then(|key| self.range_cached(key, req)) {
+            return Ok(resp);
+        }
+        let generation = self.published.read().generation;
         let view = self.engine.view()?;
         let revs = Revisions::load(view.as_ref(), self.cfs)?;
         let at = match req.revision {
@@ -360,7 +342,7 @@ impl MvccStore {
             }
             Ok(ControlFlow::Continue(()))
         })?;
-        if let (Some(key), None, Some(generation)) = (single, at, generation) {
+        if let (Some(key), None) = (single, at) {
             self.remember(key, found.as_ref(), revs.current, generation);
         }
         Ok(collector.finish(revs.current))

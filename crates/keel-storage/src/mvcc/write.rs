@@ -66,8 +66,6 @@ pub struct WriteTxn<'s> {
     batch: WriteBatch,
     applied: Option<Vec<u8>>,
     compact: Option<Revision>,
-    /// The store's revision when the transaction began (the last committed one).
-    committed: Revision,
     /// The store's revision before the open revision: the committed one, or the last
     /// revision sealed by [`WriteTxn::seal_revision`].
     base: Revision,
@@ -80,8 +78,7 @@ pub struct WriteTxn<'s> {
 
 impl<'s> WriteTxn<'s> {
     pub(crate) fn new(store: &'s MvccStore, writer: MutexGuard<'s, WriterState>) -> Self {
-        // the writer lock is held: nothing publishes until this transaction commits
-        let committed = store.published_revision();
+        let writer_current = writer.current;
         WriteTxn {
             store,
             writer,
@@ -91,8 +88,7 @@ impl<'s> WriteTxn<'s> {
             batch: WriteBatch::default(),
             applied: None,
             compact: None,
-            committed,
-            base: committed,
+            base: writer_current,
             sealed: Vec::new(),
             latest: Vec::new(),
         }
@@ -261,7 +257,7 @@ impl<'s> WriteTxn<'s> {
             )?,
             Some(rev) => {
                 self.check_readable(rev)?;
-                let at = (rev != self.committed).then_some(rev);
+                let at = (rev != self.writer.current).then_some(rev);
                 read::scan_live(self.view()?, self.store.cfs(), &req.range, at, &mut push)?;
             }
         }
@@ -277,11 +273,11 @@ impl<'s> WriteTxn<'s> {
                 current,
             });
         }
-        if rev > self.committed {
+        if rev > self.writer.current {
             // sealed by this transaction, not in the committed view (see `seal_revision`)
             return Err(StorageError::UncommittedRevision {
                 requested: rev,
-                committed: self.committed,
+                committed: self.writer.current,
             });
         }
         if rev < self.writer.compacted {
@@ -551,6 +547,7 @@ impl<'s> WriteTxn<'s> {
         }
         self.store
             .publish(new_rev, std::mem::take(&mut self.latest));
+        self.writer.current = new_rev;
         if let Some(c) = self.compact {
             self.writer.compacted = c;
         }
